@@ -1,0 +1,305 @@
+"""Loaders that map public datasets into the users / items / interactions schema.
+
+- MovieLens, both public layouts: the CSV layout (`ratings.csv`, `movies.csv`, optional
+  `tags.csv`; ml-latest, ml-25m, ...) and the 100K layout (`u.data`, `u.item`, `u.user`).
+- The Amazon sales CSV layout (prices such as `₹1,099`, percentages such as `64%`,
+  comma-joined user and review ids per product row).
+
+Every loader returns tables already validated with `conform`, so a bad file fails here, with
+the file and column named, before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rec_core.data.validation import DataValidationError, check_references, conform
+
+ML_100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
+def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Loads `path` as `movielens`, `amazon` or a folder of our own parquet files (`parquet`)."""
+    path = Path(path)
+    if fmt == "auto":
+        fmt = _detect_format(path)
+    if fmt == "movielens":
+        return load_movielens(path)
+    if fmt == "amazon":
+        return load_amazon(path)
+    if fmt == "parquet":
+        return load_parquet_dir(path)
+    raise ValueError(f"unknown dataset format '{fmt}': use auto, movielens, amazon or parquet")
+
+
+def _detect_format(path: Path) -> str:
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return "amazon"
+    if (path / "ratings.csv").exists() or (path / "u.data").exists():
+        return "movielens"
+    if (path / "recommendation_interactions.parquet").exists() or (path / "interactions.parquet").exists():
+        return "parquet"
+    raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV or a folder of parquet tables")
+
+
+def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
+    if not path.exists():
+        raise DataValidationError(str(path), None, 0, "file not found")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataValidationError(str(path), None, 0, "the file is empty")
+    encoding = kwargs.pop("encoding", "utf-8")
+    if encoding == "utf-8":
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            bad = sum(1 for line in raw.split(b"\n") if not _is_utf8(line))
+            raise DataValidationError(str(path), None, bad, "bytes that are not valid UTF-8") from None
+    try:
+        return pd.read_csv(path, encoding=encoding, **kwargs)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise DataValidationError(str(path), None, 0, f"cannot be parsed: {exc}") from exc
+
+
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _require_columns(frame: pd.DataFrame, columns: list[str], source: Path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataValidationError(str(source), missing[0], len(frame), f"missing column(s) {missing}")
+
+
+def _numeric(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = int(values.isna().sum())
+    if bad:
+        raise DataValidationError(str(source), column, bad, "values that are not numbers")
+    return values
+
+
+def _movie_year(titles: pd.Series) -> pd.Series:
+    return pd.to_numeric(titles.str.extract(r"\((\d{4})\)\s*$")[0], errors="coerce")
+
+
+def _movie_items(ids: pd.Series, titles: pd.Series, genres: list[list[str]], arrival: pd.Series,
+                 extra_text: pd.Series | None = None) -> pd.DataFrame:
+    genre_text = [", ".join(g) if g else "no genre listed" for g in genres]
+    about = [f"{t}. Genres: {g}." for t, g in zip(titles, genre_text)]
+    if extra_text is not None:
+        about = [f"{a} Tags: {x}." if isinstance(x, str) and x else a for a, x in zip(about, extra_text)]
+    return pd.DataFrame({
+        "item_id": ids.astype(str).to_numpy(),
+        "product_name": titles.to_numpy(),
+        "category": ["Movies|" + "|".join(g[:2]) if g else "Movies|Unknown" for g in genres],
+        "actual_price": 0.0,
+        "discounted_price": 0.0,
+        "discount_percentage": 0.0,
+        "rating": np.nan,   # no catalog rating: averaging the ratings would leak the test split
+        "rating_count": 0,
+        "about_product": about,
+        "arrival_date": arrival.to_numpy(),
+        "img_link": None,
+    })
+
+
+def _rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, seconds: pd.Series,
+                         negative_below: float | None) -> pd.DataFrame:
+    kind = np.full(len(rating), "rate", dtype=object)
+    if negative_below is not None:
+        kind[rating.to_numpy() < negative_below] = "negative_view"
+    return pd.DataFrame({
+        "interaction_id": [f"r{i}" for i in range(len(rating))],
+        "user_id": user.astype(str).to_numpy(),
+        "item_id": item.astype(str).to_numpy(),
+        "timestamp": pd.to_datetime(seconds.astype(np.int64), unit="s", utc=True),
+        "interaction_type": kind,
+        "rating": rating.astype(float).to_numpy(),
+        "quantity": None,
+        "review_title": None,
+        "review_content": None,
+    })
+
+
+def _users_from_interactions(interactions: pd.DataFrame, demographics: pd.DataFrame | None = None) -> pd.DataFrame:
+    first = interactions.groupby("user_id", sort=True)["timestamp"].min()
+    users = pd.DataFrame({"user_id": first.index.to_numpy(), "signup_date": first.to_numpy(), "preferences": "",
+                          "age": pd.array([pd.NA] * len(first), dtype="Int32"), "gender": None})
+    if demographics is not None:
+        users = users.drop(columns=["age", "gender"]).merge(demographics, on="user_id", how="left")
+    return users
+
+
+def load_movielens(path: str | Path, negative_below: float | None = None):
+    """Loads a MovieLens folder in either public layout.
+
+    Every rating becomes a `rate` interaction carrying its stars (the usual implicit-feedback
+    protocol); with `negative_below`, ratings under it become `negative_view` instead.
+    MovieLens has no stated preferences, so `preferences` is empty; demographics come from
+    `u.user` in the 100K layout.
+    """
+    path = Path(path)
+    if (path / "ratings.csv").exists():
+        return _load_movielens_csv(path, negative_below)
+    if (path / "u.data").exists():
+        return _load_movielens_100k(path, negative_below)
+    raise DataValidationError(str(path), None, 0, "no ratings.csv (CSV layout) or u.data (100K layout) found")
+
+
+def _load_movielens_csv(path: Path, negative_below: float | None):
+    ratings_path, movies_path = path / "ratings.csv", path / "movies.csv"
+    ratings = _read_csv(ratings_path)
+    _require_columns(ratings, ["userId", "movieId", "rating", "timestamp"], ratings_path)
+    movies = _read_csv(movies_path)
+    _require_columns(movies, ["movieId", "title", "genres"], movies_path)
+    for column in ("userId", "movieId", "rating", "timestamp"):
+        ratings[column] = _numeric(ratings, column, ratings_path)
+    movies["movieId"] = _numeric(movies, "movieId", movies_path)
+    tags = None
+    if (path / "tags.csv").exists():
+        raw_tags = _read_csv(path / "tags.csv")
+        if {"movieId", "tag"} <= set(raw_tags.columns):
+            tags = raw_tags.dropna(subset=["tag"]).groupby("movieId")["tag"].agg(
+                lambda s: ", ".join(dict.fromkeys(s.astype(str).str.strip().str.lower())))
+    genres = [[] if g == "(no genres listed)" else g.split("|") for g in movies["genres"].fillna("").astype(str)]
+    first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
+    year = _movie_year(movies["title"].astype(str))
+    arrival = pd.to_datetime(year.fillna(first_seen.year).astype(int).astype(str) + "-01-01", utc=True)
+    extra = movies["movieId"].map(tags) if tags is not None else None
+    items = _movie_items(movies["movieId"].astype(int), movies["title"].astype(str), genres, arrival, extra)
+    interactions = _rating_interactions(ratings["userId"].astype(int), ratings["movieId"].astype(int),
+                                        ratings["rating"], ratings["timestamp"], negative_below)
+    users = _users_from_interactions(interactions)
+    return _validated(users, items, interactions, ratings_path)
+
+
+def _load_movielens_100k(path: Path, negative_below: float | None):
+    data_path, item_path, user_path = path / "u.data", path / "u.item", path / "u.user"
+    ratings = _read_csv(data_path, sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
+    for column in ("user", "item", "rating", "timestamp"):
+        ratings[column] = _numeric(ratings, column, data_path)
+    movies = _read_csv(item_path, sep="|", header=None, encoding="latin-1",
+                       names=["item", "title", "release", "video_release", "url", *ML_100K_GENRES])
+    flags = movies[list(ML_100K_GENRES)].fillna(0).astype(int).to_numpy()
+    genres = [[g for g, f in zip(ML_100K_GENRES, row) if f and g != "unknown"] for row in flags]
+    release = pd.to_datetime(movies["release"], format="%d-%b-%Y", errors="coerce", utc=True)
+    first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
+    items = _movie_items(movies["item"].astype(int), movies["title"].astype(str), genres, release.fillna(first_seen))
+    interactions = _rating_interactions(ratings["user"].astype(int), ratings["item"].astype(int), ratings["rating"],
+                                        ratings["timestamp"], negative_below)
+    demographics = None
+    if user_path.exists():
+        raw = _read_csv(user_path, sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"])
+        demographics = pd.DataFrame({
+            "user_id": raw["user"].astype(str),
+            "age": pd.to_numeric(raw["age"], errors="coerce").astype("Int32"),
+            "gender": raw["gender"].astype(str).str.upper().where(raw["gender"].notna()),
+        })
+    users = _users_from_interactions(interactions, demographics)
+    return _validated(users, items, interactions, data_path)
+
+
+_MONEY = re.compile(r"[^\d.]")
+
+
+def _money(series: pd.Series, column: str, source: Path) -> pd.Series:
+    """'₹1,099' -> 1099.0; counts the values that are not prices."""
+    cleaned = pd.to_numeric(series.astype(str).str.replace(_MONEY, "", regex=True), errors="coerce")
+    bad = int((cleaned.isna() & series.notna()).sum())
+    if bad:
+        raise DataValidationError(str(source), column, bad, "values that are not prices (e.g. '₹1,099')")
+    return cleaned.fillna(0.0)
+
+
+def load_amazon(path: str | Path):
+    """Loads the Amazon sales CSV layout: one row per product, reviewers comma-joined.
+
+    Each (product, reviewer) pair becomes a `rate` interaction carrying the product's rating
+    (the file has no per-review stars); timestamps are unknown, so they are spread over one
+    day in file order to keep a deterministic time split possible.
+    """
+    path = Path(path)
+    frame = _read_csv(path, dtype=str, keep_default_na=False)
+    required = ["product_id", "product_name", "category", "discounted_price", "actual_price", "discount_percentage",
+                "rating", "rating_count", "about_product", "user_id", "review_id"]
+    _require_columns(frame, required, path)
+    frame = frame.drop_duplicates("product_id").reset_index(drop=True)
+    rating = pd.to_numeric(frame["rating"], errors="coerce")
+    discount = pd.to_numeric(frame["discount_percentage"].str.rstrip("%"), errors="coerce")
+    bad = int(discount.isna().sum())
+    if bad:
+        raise DataValidationError(str(path), "discount_percentage", bad, "values that are not percentages (e.g. '64%')")
+    epoch = pd.Timestamp("2023-01-01", tz="UTC")
+    items = pd.DataFrame({
+        "item_id": frame["product_id"],
+        "product_name": frame["product_name"],
+        "category": frame["category"],
+        "actual_price": _money(frame["actual_price"], "actual_price", path),
+        "discounted_price": _money(frame["discounted_price"], "discounted_price", path),
+        "discount_percentage": discount,
+        "rating": rating,
+        "rating_count": pd.to_numeric(frame["rating_count"].str.replace(",", ""), errors="coerce").fillna(0).astype("int64"),
+        "about_product": frame["about_product"],
+        "arrival_date": epoch,
+        "img_link": frame["img_link"] if "img_link" in frame else None,
+    })
+    pairs = []
+    for row, (product, users, reviews) in enumerate(zip(frame["product_id"], frame["user_id"], frame["review_id"])):
+        user_list, review_list = users.split(","), reviews.split(",")
+        titles = frame.at[row, "review_title"].split(",") if "review_title" in frame else []
+        for j, user in enumerate(u.strip() for u in user_list):
+            if user:
+                review = review_list[j].strip() if j < len(review_list) else f"{product}-{j}"
+                pairs.append((review or f"{product}-{j}", user, product, titles[j].strip() if j < len(titles) else None))
+    ids, user_ids, item_ids, titles = map(list, zip(*pairs)) if pairs else ([], [], [], [])
+    item_rating = items.set_index("item_id")["rating"]
+    n = len(ids)
+    interactions = pd.DataFrame({
+        "interaction_id": [f"{r}:{u}" for r, u in zip(ids, user_ids)],
+        "user_id": user_ids,
+        "item_id": item_ids,
+        "timestamp": epoch + pd.to_timedelta(np.arange(n) * (86_400 / max(n, 1)), unit="s"),
+        "interaction_type": "rate",
+        "rating": item_rating.reindex(item_ids).to_numpy(),
+        "quantity": None,
+        "review_title": titles,
+        "review_content": None,
+    }).drop_duplicates("interaction_id")
+    users = _users_from_interactions(interactions)
+    return _validated(users, items, interactions, path)
+
+
+def load_parquet_dir(path: str | Path):
+    """Loads `users`, `items`, `interactions` parquet files (plain or `recommendation_` prefixed)."""
+    from rec_core.storage import read_input_table
+
+    path = Path(path)
+    tables = []
+    for kind in ("users", "items", "interactions"):
+        candidates = [path / f"recommendation_{kind}.parquet", path / f"{kind}.parquet"]
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise DataValidationError(str(path), None, 0, f"no {kind} parquet file")
+        tables.append(read_input_table(found, kind).to_pandas())
+    check_references(tables[2], tables[0], tables[1], str(path))
+    return tuple(tables)
+
+
+def _validated(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, source: Path):
+    users_t = conform(users, "users", f"{source} (users)")
+    items_t = conform(items, "items", f"{source} (items)")
+    inter_t = conform(interactions, "interactions", str(source))
+    check_references(inter_t, users_t, items_t, str(source))
+    return users_t.to_pandas(), items_t.to_pandas(), inter_t.to_pandas()

@@ -1,0 +1,55 @@
+"""Per-user train / validation / test splits of interactions.
+
+`time` (default) holds out each user's most recent interactions, as a deployed model meets
+them; `random` holds out a seeded random share per user, the protocol of most published
+MovieLens numbers. Users with fewer than `min_interactions` interactions stay in train.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SPLIT_METHODS = ("time", "random")
+
+
+def split_interactions(
+    interactions: pd.DataFrame,
+    method: str = "time",
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.1,
+    min_interactions: int = 3,
+) -> pd.DataFrame:
+    """Returns `interactions` with a `split` column: train, validation or test.
+
+    Per user with n >= min_interactions: round(n * test_fraction) (at least 1) go to test and
+    round(n * validation_fraction) (at least 1 when the fraction is positive) to validation;
+    the rest is train.
+    """
+    if method not in SPLIT_METHODS:
+        raise ValueError(f"unknown split method '{method}': use one of {SPLIT_METHODS}")
+    if not (0 < test_fraction < 1 and 0 <= validation_fraction < 1 and test_fraction + validation_fraction < 1):
+        raise ValueError("fractions must satisfy 0 < test, 0 <= validation, test + validation < 1")
+    frame = interactions.reset_index(drop=True)
+    if method == "time":
+        order_key = pd.to_datetime(frame["timestamp"], utc=True).astype("int64").to_numpy()
+    else:
+        order_key = np.random.default_rng(seed).permutation(len(frame))
+    user_codes = pd.factorize(frame["user_id"])[0]
+    order = np.lexsort((frame["interaction_id"].to_numpy().astype(str), order_key, user_codes))
+    sorted_users = user_codes[order]
+    counts = np.bincount(user_codes)
+    n = counts[sorted_users]
+    # Position from the end of each user's sequence: 0 is the latest (or last shuffled).
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    from_end = n - 1 - (np.arange(len(order)) - first[sorted_users])
+    n_test = np.maximum(1, np.round(n * test_fraction)).astype(int)
+    n_val = np.where(validation_fraction > 0, np.maximum(1, np.round(n * validation_fraction)), 0).astype(int)
+    eligible = n >= min_interactions
+    split = np.full(len(order), "train", dtype=object)
+    split[eligible & (from_end < n_test)] = "test"
+    split[eligible & (from_end >= n_test) & (from_end < n_test + n_val)] = "validation"
+    result = frame.copy()
+    result.loc[order, "split"] = split
+    return result

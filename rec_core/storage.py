@@ -1,0 +1,147 @@
+"""Atomic artifact writes and validated reads.
+
+Writers never leave a half-written artifact where a reader could find it: files are written to
+a temporary name in the same directory and renamed over the target (an atomic operation on
+POSIX file systems); directories are built beside the target and swapped in. Object-storage
+paths (`s3://...`) go through universal-pathlib, where a single PUT is already atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rec_core.data.validation import DataValidationError, conform
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def as_path(path: str | os.PathLike):
+    """A pathlib-like object: `Path` for local paths, `UPath` for object storage."""
+    if is_remote(path):
+        from upath import UPath
+
+        return UPath(str(path))
+    return Path(str(path).removeprefix("file://"))
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary local path; on success it replaces `path` in one step.
+
+    On failure the temporary file is removed and `path` keeps its previous content.
+    """
+    target = as_path(path)
+    if is_remote(path):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / target.name
+            yield local
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "rb") as src, target.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields an empty staging directory; on success it takes the place of `path`.
+
+    The old directory is moved aside before the new one is renamed in, then deleted, so a
+    reader sees either the complete old version or the complete new one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging.mkdir()
+    try:
+        yield staging
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_parquet(table: pa.Table | pd.DataFrame, path: str | os.PathLike) -> None:
+    """Writes a table atomically as parquet."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet(path: str | os.PathLike) -> pa.Table:
+    p = as_path(path)
+    with p.open("rb") as fh:
+        return pq.read_table(io.BytesIO(fh.read()) if is_remote(path) else fh)
+
+
+def read_input_table(path: str | os.PathLike, kind: str) -> pa.Table:
+    """Reads a user-supplied parquet or CSV file and validates it as `kind`.
+
+    Raises DataValidationError for an empty file, bytes that are not UTF-8, an unreadable
+    file, or content that does not fit the schema.
+    """
+    p = as_path(path)
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise DataValidationError(str(path), None, 0, "the file is empty")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            table = pq.read_table(io.BytesIO(raw))
+        elif suffix in (".csv", ".tsv"):
+            _require_utf8(raw, str(path))
+            frame = pd.read_csv(io.BytesIO(raw), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
+                                na_values=[""])
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        else:
+            raise DataValidationError(str(path), None, 0, f"unsupported file type '{suffix}' (use .parquet or .csv)")
+    except DataValidationError:
+        raise
+    except (pa.ArrowInvalid, pd.errors.ParserError, OSError) as exc:
+        raise DataValidationError(str(path), None, 0, f"cannot be parsed: {exc}") from exc
+    return conform(table, kind, str(path))
+
+
+def _require_utf8(raw: bytes, source: str) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        lines = raw.split(b"\n")
+        bad = 0
+        for line in lines:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+        raise DataValidationError(source, None, bad, "bytes that are not valid UTF-8") from None

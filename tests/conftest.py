@@ -1,0 +1,34 @@
+"""Shared fixtures: environment for offline, CPU-friendly runs and small datasets."""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MOVIELENS_SMALL = REPO.parent / "shared" / "data" / "movielens-latest-small"
+
+
+@pytest.fixture(scope="session")
+def small_dataset():
+    """A small synthetic dataset shared by tests that only read it."""
+    from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
+
+    return generate_dataset(GeneratorConfig(n_users=300, n_items=800, n_interactions=15_000, seed=7))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
