@@ -278,3 +278,15 @@ def test_random_split_is_seeded_and_80_20(small_dataset):
     assert a["split"].equals(b["split"]) and not a["split"].equals(c["split"])
     assert abs((a["split"] == "test").mean() - 0.2) < 0.02
     assert len(a) == len(small_dataset.interactions)
+
+
+def test_two_level_sampling_matches_the_distribution():
+    from rec_core.generation.synthetic import _sample_rows
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((3, 300)).astype(np.float32) ** 4     # uneven, not a multiple of the block size
+    rows, cols = _sample_rows(weights.copy(), np.array([60_000, 60_000, 60_000]), rng)
+    for r in range(3):
+        observed = np.bincount(cols[rows == r], minlength=300) / 60_000
+        expected = weights[r] / weights[r].sum()
+        assert np.abs(observed - expected).max() < 0.006

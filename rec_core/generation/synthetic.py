@@ -19,6 +19,7 @@ score matrix at a time) and 1M interactions over 10k users x 50k items take a fe
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,16 +80,16 @@ class OracleScorer:
     item_bias: np.ndarray         # [I] popularity + quality + recency part of the score
     user_price_sens: np.ndarray   # [U]
     item_log_price: np.ndarray    # [I]
-    _user_index: dict = field(default=None, repr=False)
-    _item_index: dict = field(default=None, repr=False)
+    _user_index: pd.Index = field(default=None, repr=False)
+    _item_index: pd.Index = field(default=None, repr=False)
     _user_aug: np.ndarray = field(default=None, repr=False)
     _item_aug: np.ndarray = field(default=None, repr=False)
     _item_mean: np.ndarray = field(default=None, repr=False)
     _item_second: np.ndarray = field(default=None, repr=False)
 
     def __post_init__(self):
-        self._user_index = {u: i for i, u in enumerate(self.user_ids)}
-        self._item_index = {t: i for i, t in enumerate(self.item_ids)}
+        self._user_index = pd.Index(self.user_ids)
+        self._item_index = pd.Index(self.item_ids)
         # The whole score is one inner product of augmented vectors:
         # user [factors, pref bonus per mid, -price sensitivity, 1] . item [factors, one-hot mid, log price, bias]
         n_mid = self.user_pref.shape[1]
@@ -116,12 +117,18 @@ class OracleScorer:
         return mean, np.sqrt(np.maximum(second - mean**2, 1e-12))
 
     def score(self, user_ids, item_ids=None) -> np.ndarray:
-        rows = np.array([self._user_index[u] for u in user_ids], dtype=np.int64)
+        rows = self._positions(self._user_index, user_ids, "user")
         scores = self.score_rows(rows)
         if item_ids is None:
             return scores
-        cols = np.array([self._item_index[i] for i in item_ids], dtype=np.int64)
-        return scores[:, cols]
+        return scores[:, self._positions(self._item_index, item_ids, "item")]
+
+    @staticmethod
+    def _positions(index: pd.Index, ids, kind: str) -> np.ndarray:
+        positions = index.get_indexer(np.asarray(ids, dtype=object))
+        if (positions < 0).any():
+            raise KeyError(f"{int((positions < 0).sum())} unknown {kind} id(s), e.g. {np.asarray(ids)[positions < 0][0]!r}")
+        return positions
 
     def save(self, directory: str | Path) -> None:
         """Writes `oracle.safetensors` (arrays) and `oracle.json` (ids) atomically."""
@@ -273,22 +280,54 @@ def _make_users(cfg: GeneratorConfig, rng: np.random.Generator, mid_centroids: n
     return users, user_factors, pref_bonus, stated, price_sens, signup_s
 
 
-def _sample_rows(scores: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draws counts[r] items from each row's softmax(scores[r]): (row index, item index).
+SAMPLE_BLOCK = 64  # items per block in two-level sampling
 
-    Works in place on `scores` (it becomes the unnormalized CDF) to keep memory at one matrix.
+
+def _sample_rows(weights: np.ndarray, counts: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draws counts[r] items with probability proportional to weights[r]: (row index, item index).
+
+    Two-level inverse-CDF sampling, exact: pick a block of SAMPLE_BLOCK items from the block
+    sums, then an item inside the block. This avoids a cumulative sum over the whole
+    [rows, catalog] matrix; only the drawn blocks are summed item by item.
     """
-    np.subtract(scores, scores.max(1, keepdims=True), out=scores)
-    np.exp(scores, out=scores)
-    np.cumsum(scores, axis=1, out=scores)                               # [B, I] unnormalized CDF
-    rows = np.repeat(np.arange(len(counts)), counts)
-    targets = rng.random(len(rows)) * scores[rows, -1]
-    cols = np.empty(len(rows), dtype=np.int64)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
-    for r in range(len(counts)):
-        lo, hi = bounds[r], bounds[r + 1]
-        cols[lo:hi] = np.searchsorted(scores[r], targets[lo:hi], side="right")
-    return rows, np.minimum(cols, scores.shape[1] - 1)
+    n_rows, n_items = weights.shape
+    starts = np.arange(0, n_items, SAMPLE_BLOCK)
+    block_cdf = np.cumsum(np.add.reduceat(weights, starts, axis=1), axis=1, dtype=np.float64)  # [B, nb]
+    totals = block_cdf[:, -1:]
+    rows = np.repeat(np.arange(n_rows), counts)
+    u = rng.random(len(rows))
+    flat = (block_cdf / totals + np.arange(n_rows)[:, None]).ravel()       # rows stacked, increasing
+    blocks = np.minimum(np.searchsorted(flat, rows + u, side="right") - rows * len(starts), len(starts) - 1)
+    below = np.where(blocks > 0, block_cdf[rows, np.maximum(blocks - 1, 0)], 0.0)
+    residual = u * totals[rows, 0] - below                                  # mass still to cover inside the block
+    cols = starts[blocks][:, None] + np.arange(SAMPLE_BLOCK)[None, :]       # [n, BLOCK]
+    inside = cols < n_items
+    within = np.take(weights.ravel(), rows[:, None] * n_items + np.minimum(cols, n_items - 1))
+    within[~inside] = 0.0
+    pick = (np.cumsum(within, axis=1, dtype=np.float64) <= residual[:, None]).sum(1)
+    pick = np.minimum(pick, inside.sum(1) - 1)
+    return rows, starts[blocks] + pick
+
+
+def _sample_chunk(oracle: "OracleScorer", item_aug: np.ndarray, rows: np.ndarray, n_affinity: np.ndarray,
+                  n_exposure: np.ndarray, pop_cdf: np.ndarray, seed: np.random.SeedSequence):
+    """Samples one chunk of users: affinity draws and popularity exposures, with affinity z-scores."""
+    rng = np.random.default_rng(seed)
+    mean, std = oracle.score_moments(rows)
+    user_aug = np.hstack([oracle._user_aug[rows], -mean[:, None].astype(np.float32)])
+    weights = user_aug @ item_aug.T                                         # [B, I] score - user's mean score
+    np.exp(weights, out=weights)
+    if not np.isfinite(weights).all():                                     # extreme weights: shift by the max instead
+        weights = oracle.score_rows(rows)
+        np.exp(weights - weights.max(1, keepdims=True), out=weights)
+    r, c = _sample_rows(weights, n_affinity, rng)
+    er = np.repeat(np.arange(len(rows)), n_exposure)
+    ec = np.minimum(np.searchsorted(pop_cdf, rng.random(len(er)), side="right"), len(pop_cdf) - 1)
+    local = np.concatenate([r, er])
+    rr, cc = rows[local], np.concatenate([c, ec])
+    z = ((oracle.score_pairs(rr, cc) - mean[local]) / std[local]).astype(np.float32)
+    exposed = np.concatenate([np.zeros(len(r), bool), np.ones(len(er), bool)])
+    return rr, cc, z, exposed
 
 
 def generate_dataset(config: GeneratorConfig | None = None, progress: bool = False) -> SyntheticDataset:
@@ -310,24 +349,23 @@ def generate_dataset(config: GeneratorConfig | None = None, progress: bool = Fal
     pop_weights = np.exp(cfg.w_pop * popularity - (cfg.w_pop * popularity).max())
     pop_cdf = np.cumsum(pop_weights) / pop_weights.sum()
 
-    chunks = range(0, cfg.n_users, cfg.chunk_users)
-    if progress:
-        from tqdm import tqdm
+    starts = list(range(0, cfg.n_users, cfg.chunk_users))
+    seeds = np.random.SeedSequence([cfg.seed, 1]).spawn(len(starts))
+    item_aug = np.hstack([oracle._item_aug, np.ones((cfg.n_items, 1), np.float32)])
 
-        chunks = tqdm(chunks, desc="interactions", unit="chunk")
-    parts_user, parts_item, parts_z, parts_exposed = [], [], [], []
-    for start in chunks:
-        rows = np.arange(start, min(start + cfg.chunk_users, cfg.n_users))
-        r, c = _sample_rows(oracle.score_rows(rows), counts[rows] - n_exposure[rows], rng)
-        er = np.repeat(np.arange(len(rows)), n_exposure[rows])
-        ec = np.minimum(np.searchsorted(pop_cdf, rng.random(len(er)), side="right"), cfg.n_items - 1)
-        rr, cc = rows[np.concatenate([r, er])], np.concatenate([c, ec])
-        mean, std = oracle.score_moments(rows)
-        local = rr - start
-        parts_user.append(rr)
-        parts_item.append(cc)
-        parts_z.append(((oracle.score_pairs(rr, cc) - mean[local]) / std[local]).astype(np.float32))
-        parts_exposed.append(np.concatenate([np.zeros(len(r), bool), np.ones(len(er), bool)]))
+    def chunk(i: int):
+        rows = np.arange(starts[i], min(starts[i] + cfg.chunk_users, cfg.n_users))
+        return _sample_chunk(oracle, item_aug, rows, counts[rows] - n_exposure[rows], n_exposure[rows], pop_cdf, seeds[i])
+
+    # numpy releases the GIL in the heavy kernels, so two threads use two cores; results are
+    # collected in chunk order and each chunk has its own seed, so output is deterministic.
+    with ThreadPoolExecutor(max_workers=min(2, len(starts))) as pool:
+        results = pool.map(chunk, range(len(starts)))
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(starts), desc="interactions", unit="chunk")
+        parts_user, parts_item, parts_z, parts_exposed = map(list, zip(*results))
     u_idx, i_idx = np.concatenate(parts_user), np.concatenate(parts_item)
     z, exposed = np.concatenate(parts_z), np.concatenate(parts_exposed)
     interactions = _describe_interactions(cfg, rng, users, items, u_idx, i_idx, z, exposed, signup_s, arrival_s)
