@@ -1,17 +1,18 @@
 """The code location: every asset, check, resource, job, schedule and sensor."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from rec_assets import assets as asset_package
+from rec_assets.jobs import ingest_job, main_job, retrain_job
 from rec_assets.resources import resources_for_profile
-
-_all_assets = dg.load_assets_from_package_module(asset_package)
-_all_checks = dg.load_asset_checks_from_package_module(asset_package)
+from rec_assets.schedules import nightly_retrain_schedule
+from rec_assets.sensors import interaction_landing_sensor
 
 defs = dg.Definitions(
-    assets=_all_assets,
-    asset_checks=_all_checks,
+    assets=dg.load_assets_from_package_module(asset_package),
+    asset_checks=dg.load_asset_checks_from_package_module(asset_package),
+    jobs=[main_job, retrain_job, ingest_job],
+    schedules=[nightly_retrain_schedule],
+    sensors=[interaction_landing_sensor],
     resources=resources_for_profile(),
 )

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from rec_assets.assets.data import interaction_splits, source_tables
+from rec_assets.assets.data import interaction_splits, interactions, source_tables
 from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
 from rec_core.storage import read_parquet
 from tests.conftest import MOVIELENS_SMALL
@@ -38,7 +38,7 @@ def test_dagster_postgres_is_a_current_release():
 
 def test_data_assets_materialize_with_checks(tmp_path):
     result = dg.materialize(
-        [source_tables, interaction_splits, *_data_checks()],
+        [source_tables, interactions, interaction_splits, *_data_checks()],
         resources=_resources(tmp_path),
         run_config={"ops": {"source_tables": {"config": SMALL}}},
     )
@@ -50,7 +50,7 @@ def test_data_assets_materialize_with_checks(tmp_path):
     assert set(splits["split"]) == {"train", "validation", "test"} and len(splits) == 4_000
     assert (tmp_path / "synthetic_truth" / "oracle.safetensors").exists()
     meta = result.asset_materializations_for_node("source_tables")
-    interactions_meta = next(m for m in meta if m.asset_key.path == ["interactions"]).metadata
+    interactions_meta = next(m for m in meta if m.asset_key.path == ["source_interactions"]).metadata
     assert interactions_meta["preference_match_share"].value > 2 * interactions_meta["preference_match_random_share"].value
 
 
@@ -79,4 +79,4 @@ def test_movielens_source(tmp_path):
         run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(MOVIELENS_SMALL)}}}},
     )
     assert result.success
-    assert read_parquet(tmp_path / "interactions.parquet").num_rows == 100836
+    assert read_parquet(tmp_path / "source_interactions.parquet").num_rows == 100836

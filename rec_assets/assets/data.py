@@ -12,6 +12,7 @@ import pandas as pd
 
 from rec_assets.metadata import counts_table, table_preview
 from rec_assets.resources import ArtifactStore
+from rec_core.data.landing import ingest, merge_landed
 from rec_core.data.loaders import load_dataset
 from rec_core.data.splits import split_interactions
 from rec_core.data.validation import DataValidationError, check_references, conform
@@ -36,7 +37,8 @@ class DatasetConfig(dg.Config):
     outs={
         "users": dg.AssetOut(group_name="data", code_version=DATA_VERSION, description="Users and their stated preferences."),
         "items": dg.AssetOut(group_name="data", code_version=DATA_VERSION, description="The item catalog."),
-        "interactions": dg.AssetOut(group_name="data", code_version=DATA_VERSION, description="User-item events."),
+        "source_interactions": dg.AssetOut(group_name="data", code_version=DATA_VERSION,
+                                           description="User-item events as generated or loaded from the source."),
     },
     can_subset=False,
 )
@@ -71,11 +73,33 @@ def source_tables(context: dg.AssetExecutionContext, config: DatasetConfig, arti
         "top_level_categories": counts_table(items["category"].str.split("|").str[0], "category"),
         "leaf_categories": counts_table(items["category"].str.split("|").str[-1], "leaf"),
     })
-    yield dg.Output(interactions, "interactions", metadata={
+    yield dg.Output(interactions, "source_interactions", metadata={
         "rows": len(interactions), "source": source, "preview": table_preview(interactions),
         "interaction_types": counts_table(interactions["interaction_type"], "type"),
         "preference_match_share": float(match), "preference_match_random_share": float(random_share),
     })
+
+
+class InteractionsConfig(dg.Config):
+    """New interaction files to ingest (the landing sensor fills this in)."""
+
+    landing_files: list[str] = []
+
+
+@dg.asset(group_name="data", code_version=DATA_VERSION,
+          description="All interactions: the source's plus every ingested landing file, each interaction once.")
+def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig, artifacts: ArtifactStore,
+                 source_interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    landed_dir = artifacts.path("landed_interactions")
+    if config.landing_files:
+        kept = ingest(config.landing_files, landed_dir)
+        context.log.info(f"ingested {len(kept)} landing file(s): {', '.join(config.landing_files)}")
+    merged, added = merge_landed(source_interactions, landed_dir, users, items)
+    context.add_output_metadata({
+        "rows": len(merged), "rows_from_landing": added, "landing_files": len(config.landing_files),
+        "preview": table_preview(merged.tail(5)),
+    })
+    return merged
 
 
 class SplitConfig(dg.Config):

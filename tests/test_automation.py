@@ -1,0 +1,108 @@
+"""Issue 7: the landing sensor and the nightly schedule."""
+
+import os
+import time
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from rec_assets.assets.data import interactions, source_tables
+from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
+from rec_assets.schedules import nightly_retrain_schedule
+from rec_assets.sensors import interaction_landing_sensor
+from rec_core.storage import read_parquet
+
+SMALL = {"source": "synthetic", "n_users": 80, "n_items": 200, "n_interactions": 2_000, "seed": 5}
+
+
+def _resources(root):
+    return {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
+            "device": DeviceResource(device="cpu")}
+
+
+def _age(path):
+    past = time.time() - 60
+    os.utime(path, (past, past))
+
+
+@pytest.fixture()
+def materialized(tmp_path):
+    root = tmp_path / "artifacts"
+    result = dg.materialize([source_tables, interactions], resources=_resources(root),
+                            run_config={"ops": {"source_tables": {"config": SMALL}}})
+    assert result.success
+    return root
+
+
+def _new_events(root, n, prefix):
+    users = read_parquet(root / "users.parquet").to_pandas()
+    items = read_parquet(root / "items.parquet").to_pandas()
+    return pd.DataFrame({
+        "interaction_id": [f"{prefix}{i}" for i in range(n)],
+        "user_id": users["user_id"].iloc[:n].to_numpy(),
+        "item_id": items["item_id"].iloc[:n].to_numpy(),
+        "timestamp": pd.Timestamp("2026-02-01", tz="UTC"),
+        "interaction_type": "purchase",
+        "rating": None, "quantity": 1, "review_title": None, "review_content": None,
+    })
+
+
+def _evaluate(cursor=None):
+    with dg.instance_for_test() as instance:
+        return interaction_landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_landing_file_is_ingested_once(tmp_path, materialized, monkeypatch):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("REC_LANDING_DIR", str(landing))
+    events = _new_events(materialized, 7, "new-")
+    path = landing / "batch1.csv"
+    events.to_csv(path, index=False)
+    _age(path)
+
+    first = _evaluate()
+    assert len(first.run_requests) == 1
+    request = first.run_requests[0]
+    before = read_parquet(materialized / "interactions.parquet").num_rows
+    run = dg.materialize([source_tables, interactions], resources=_resources(materialized),
+                         selection=["interactions"], run_config=request.run_config)
+    assert run.success
+    after = read_parquet(materialized / "interactions.parquet").to_pandas()
+    assert len(after) == before + 7
+    assert set(after["interaction_id"]) >= set(events["interaction_id"])
+
+    # The same file again: the cursor knows it, so no run is requested ...
+    second = _evaluate(first.cursor)
+    assert not second.run_requests
+    # ... and even a forced re-run with the same file adds nothing.
+    again = dg.materialize([source_tables, interactions], resources=_resources(materialized),
+                           selection=["interactions"], run_config=request.run_config)
+    assert again.success
+    assert read_parquet(materialized / "interactions.parquet").num_rows == before + 7
+
+
+def test_malformed_and_unfinished_files_are_not_ingested(tmp_path, materialized, monkeypatch):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("REC_LANDING_DIR", str(landing))
+    bad = landing / "broken.csv"
+    _new_events(materialized, 3, "bad-").drop(columns=["item_id"]).to_csv(bad, index=False)
+    _age(bad)
+    fresh = landing / "still_writing.parquet"
+    _new_events(materialized, 3, "fresh-").to_parquet(fresh)   # mtime is now: maybe still being written
+    result = _evaluate()
+    assert not result.run_requests
+    assert "broken.csv" in result.skip_reason.skip_message
+    _age(fresh)
+    later = _evaluate(result.cursor)
+    assert len(later.run_requests) == 1 and later.run_requests[0].tags["landing_file"] == "still_writing.parquet"
+
+
+def test_nightly_schedule_requests_retraining():
+    context = dg.build_schedule_context(scheduled_execution_time=pd.Timestamp("2026-11-28 02:00", tz="UTC").to_pydatetime())
+    requests = list(nightly_retrain_schedule.evaluate_tick(context).run_requests)
+    assert len(requests) == 1
+    assert nightly_retrain_schedule.cron_schedule == "0 2 * * *"
+    assert nightly_retrain_schedule.job_name == "retrain_job"
