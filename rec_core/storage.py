@@ -71,6 +71,18 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     The old directory is moved aside before the new one is renamed in, then deleted, so a
     reader sees either the complete old version or the complete new one.
     """
+    if is_remote(path):
+        # Object storage has no rename: each file is uploaded with one PUT (atomic per file).
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+            target = as_path(path)
+            for local in sorted(Path(tmp).rglob("*")):
+                if local.is_file():
+                    remote = target.joinpath(*local.relative_to(tmp).parts)
+                    remote.parent.mkdir(parents=True, exist_ok=True)
+                    with open(local, "rb") as src, remote.open("wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from rec_core.data.validation import check_references
-from rec_core.storage import read_input_table, read_parquet, write_parquet
+from rec_core.storage import as_path, read_input_table, read_parquet, write_parquet
 
 LANDING_SUFFIXES = (".parquet", ".csv")
 
@@ -65,7 +65,7 @@ def ingest(files: list[str], landed_dir: str | Path) -> list[Path]:
     frames = [(validate_landing_file(f), file_digest(f)) for f in files]
     kept = []
     for frame, digest in frames:
-        target = Path(landed_dir) / f"{digest[:32]}.parquet"
+        target = as_path(landed_dir) / f"{digest[:32]}.parquet"
         if not target.exists():
             write_parquet(frame, target)
         kept.append(target)
@@ -77,8 +77,8 @@ def merge_landed(base: pd.DataFrame, landed_dir: str | Path, users: pd.DataFrame
 
     Returns the merged table and the number of rows added.
     """
-    landed_dir = Path(landed_dir)
-    paths = sorted(landed_dir.glob("*.parquet")) if landed_dir.is_dir() else []
+    landed_dir = as_path(landed_dir)
+    paths = sorted(landed_dir.glob("*.parquet"), key=str) if landed_dir.exists() else []
     if not paths:
         return base, 0
     landed = pd.concat([read_parquet(p).to_pandas() for p in paths], ignore_index=True)

@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_safetensors, save_file
 
 from rec_core.data.paths import image_link
 from rec_core.data.validation import conform
 from rec_core.generation.catalog import BRANDS, TAXONOMY, USES, category_tree, display_name, leaves
-from rec_core.storage import atomic_file, write_bytes, write_parquet
+from rec_core.storage import as_path, atomic_file, write_bytes, write_parquet
 
 START = pd.Timestamp("2024-01-01", tz="UTC")
 END = pd.Timestamp("2026-01-01", tz="UTC")
@@ -132,7 +132,7 @@ class OracleScorer:
 
     def save(self, directory: str | Path) -> None:
         """Writes `oracle.safetensors` (arrays) and `oracle.json` (ids) atomically."""
-        directory = Path(directory)
+        directory = as_path(directory)
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in
                   ("user_factors", "item_factors", "user_pref", "item_mid", "item_bias", "user_price_sens", "item_log_price")}
         with atomic_file(directory / "oracle.safetensors") as tmp:
@@ -142,9 +142,9 @@ class OracleScorer:
 
     @classmethod
     def load(cls, directory: str | Path) -> "OracleScorer":
-        directory = Path(directory)
+        directory = as_path(directory)
         ids = json.loads((directory / "oracle.json").read_text())
-        arrays = load_file(str(directory / "oracle.safetensors"))
+        arrays = load_safetensors(bytes((directory / "oracle.safetensors").read_bytes()))
         return cls(user_ids=np.array(ids["user_ids"]), item_ids=np.array(ids["item_ids"]), **arrays)
 
 
