@@ -3,6 +3,7 @@
 import dagster as dg
 
 from rec_assets import assets as asset_package
+from rec_assets.executors import executor_for_environment
 from rec_assets.jobs import ingest_job, main_job, retrain_job
 from rec_assets.resources import resources_for_profile
 from rec_assets.schedules import nightly_retrain_schedule
@@ -15,4 +16,5 @@ defs = dg.Definitions(
     schedules=[nightly_retrain_schedule],
     sensors=[interaction_landing_sensor],
     resources=resources_for_profile(),
+    executor=executor_for_environment(),
 )

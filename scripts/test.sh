@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/install_system.sh
 source scripts/env.sh
 export REC_ARTIFACT_ROOT="$(mktemp -d)/artifacts"   # tests never touch the user's artifacts
 status=0

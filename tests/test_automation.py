@@ -106,3 +106,24 @@ def test_nightly_schedule_requests_retraining():
     assert len(requests) == 1
     assert nightly_retrain_schedule.cron_schedule == "0 2 * * *"
     assert nightly_retrain_schedule.job_name == "retrain_job"
+
+
+def test_executor_follows_the_environment(monkeypatch):
+    from dagster_k8s import k8s_job_executor
+
+    from rec_assets.executors import executor_for_environment
+
+    monkeypatch.setenv("REC_EXECUTOR", "k8s")
+    assert executor_for_environment() is k8s_job_executor
+    monkeypatch.setenv("REC_EXECUTOR", "multiprocess")
+    assert executor_for_environment() is dg.multiprocess_executor
+    monkeypatch.setenv("REC_EXECUTOR", "spark")
+    with pytest.raises(ValueError, match="REC_EXECUTOR"):
+        executor_for_environment()
+
+
+def test_gpu_tags_request_one_gpu():
+    from rec_assets.gpu import GPU_ASSET_KWARGS
+
+    limits = GPU_ASSET_KWARGS["op_tags"]["dagster-k8s/config"]["container_config"]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": "1"} and GPU_ASSET_KWARGS["pool"] == "gpu"

@@ -1,0 +1,95 @@
+"""Issue 7: the UI's way in. A run launched through the webserver's GraphQL API (as the UI
+launches it) runs with the multiprocess executor in its own process, and headless Chromium
+renders the asset graph page with our assets on it."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+SMALL_CONFIG = REPO / "configs" / "small.yaml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dagster_home")
+    config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    # No daemon in this test: launch runs straight away instead of queueing them.
+    config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "REC_ARTIFACT_ROOT": str(artifacts),
+           "REC_LANDING_DIR": str(artifacts / "landing"), "OMP_WAIT_POLICY": "PASSIVE"}
+    port = _free_port()
+    log = open(home / "webserver.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "rec_assets"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/server_info", timeout=2).ok:
+                break
+        except requests.RequestException:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError((home / "webserver.log").read_text())
+        time.sleep(1)
+    else:
+        raise RuntimeError("webserver did not start")
+    yield {"url": url, "port": port, "home": home, "artifacts": artifacts}
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_graphql_launch_materializes_the_graph(webserver):
+    from dagster_graphql import DagsterGraphQLClient
+
+    client = DagsterGraphQLClient("127.0.0.1", port_number=webserver["port"], timeout=60)
+    run_config = yaml.safe_load(SMALL_CONFIG.read_text())
+    run_id = client.submit_job_execution("main_job", run_config=run_config)
+    deadline = time.time() + 900
+    status = None
+    while time.time() < deadline:
+        status = client.get_run_status(run_id)
+        if status.value in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(3)
+    assert status is not None and status.value == "SUCCESS", status
+    artifacts = webserver["artifacts"]
+    for name in ("users.parquet", "interaction_splits.parquet"):
+        assert (artifacts / name).exists(), name
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_chromium_shows_the_asset_graph(webserver, tmp_path):
+    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
+               f"{webserver['url']}/assets"]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+    for asset in ("users", "interaction_splits", "two_tower_model", "item_index"):
+        assert asset in dom, f"{asset} not on the assets page"
