@@ -13,6 +13,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +54,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
                 shutil.copyfileobj(src, dst)
         return
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target.parent, f".{target.name}.tmp-*")
     tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
@@ -85,6 +87,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         return
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target.parent, f".{target.name}.staging-*")
+    _remove_stale(target.parent, f".{target.name}.old-*")
     staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     try:
@@ -96,6 +100,20 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+STALE_AFTER_S = 3600.0
+"""Temporary files older than this were left by a killed writer and are removed by the next write."""
+
+
+def _remove_stale(directory: Path, pattern: str) -> None:
+    cutoff = time.time() - STALE_AFTER_S
+    for leftover in directory.glob(pattern):
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        except FileNotFoundError:
+            pass  # another writer cleaned it up first
 
 
 def write_bytes(data: bytes, path: str | os.PathLike) -> None:
