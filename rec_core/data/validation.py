@@ -49,7 +49,7 @@ def _cast_column(column: pa.ChunkedArray | pa.Array, target: pa.DataType, source
         return column
     try:
         if pa.types.is_timestamp(target) and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            values = pd.to_datetime(pd.Series(column.to_pandas()), utc=True, errors="coerce")
+            values = pd.to_datetime(pd.Series(column.to_pandas()), utc=True, errors="coerce", format="mixed")
             bad = int((values.isna() & pd.Series(column.is_null().to_pandas()).eq(False)).sum())
             if bad:
                 raise DataValidationError(source, name, bad, f"cannot be read as {target}")
@@ -81,7 +81,7 @@ def conform(data: pd.DataFrame | pa.Table, kind: str, source: str) -> pa.Table:
     unique primary keys, and at least one row.
     """
     schema = SCHEMAS[kind]
-    table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    table = data if isinstance(data, pa.Table) else _frame_to_table(data, source)
     if table.num_rows == 0:
         raise DataValidationError(source, None, 0, f"the {kind} table is empty")
     missing = [f.name for f in schema if f.name not in table.column_names]
@@ -110,6 +110,22 @@ def conform(data: pd.DataFrame | pa.Table, kind: str, source: str) -> pa.Table:
     if dupes:
         raise DataValidationError(source, key, dupes, "duplicate ids")
     return out
+
+
+def _frame_to_table(frame: pd.DataFrame, source: str) -> pa.Table:
+    """Converts a DataFrame; a column of mixed Python types is reported with its odd values counted."""
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        pass
+    for name in frame.columns:
+        try:
+            pa.array(frame[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
+            kinds = frame[name].dropna().map(lambda v: type(v).__name__)
+            odd = int(len(kinds) - kinds.value_counts().iloc[0]) if len(kinds) else 0
+            raise DataValidationError(source, str(name), max(odd, 1), f"mixed or unsupported value types ({exc})") from None
+    raise DataValidationError(source, None, len(frame), "the table cannot be converted")
 
 
 def _check_values(table: pa.Table, kind: str, source: str) -> None:
