@@ -116,7 +116,8 @@ def test_executor_follows_the_environment(monkeypatch):
     monkeypatch.setenv("REC_EXECUTOR", "k8s")
     assert executor_for_environment() is k8s_job_executor
     monkeypatch.setenv("REC_EXECUTOR", "multiprocess")
-    assert executor_for_environment() is dg.multiprocess_executor
+    executor = executor_for_environment()
+    assert executor.executor_config["start_method"]["forkserver"]["preload_modules"] == ["rec_assets"]
     monkeypatch.setenv("REC_EXECUTOR", "spark")
     with pytest.raises(ValueError, match="REC_EXECUTOR"):
         executor_for_environment()
