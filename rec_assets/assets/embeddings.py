@@ -1,0 +1,159 @@
+"""Embeddings group: text vectors of items and users, CLIP vectors of product images.
+
+Each asset reads its own previous table from the artifact root and re-encodes only rows whose
+input or model changed (`rec_core.embeddings`); vectors are stored as fixed-size float32 lists.
+"""
+
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from rec_assets.gpu import GPU_ASSET_KWARGS
+from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_core.embeddings import (
+    INPUT_HASH,
+    MODEL_ID,
+    EmbeddingUpdate,
+    embedding_matrix,
+    embedding_table,
+    image_embeddings,
+    preference_sentence,
+    read_previous,
+    text_embeddings,
+)
+from rec_core.encoders import DEFAULT_CLIP_MODEL, ClipEncoder, ClipUnavailableError, TextEncoder, TextEncoderConfig
+
+
+DISABLED_CLIP_TABLE = pa.table(
+    {name: pa.array([], type) for name, type in [("item_id", pa.string()), ("clip_embedding", pa.list_(pa.float32())),
+                                                  (MODEL_ID, pa.string()), (INPUT_HASH, pa.string())]}
+)
+"""What `item_clip_embeddings` stores when CLIP is disabled: no rows, the usual columns."""
+
+
+class TextEmbeddingConfig(dg.Config):
+    model: str = ""  # sentence-transformers name or local path; empty: $REC_TEXT_MODEL, else packaged all-MiniLM-L6-v2
+    batch_size: int = 32  # texts per forward pass (larger batches were no faster on CPU)
+    max_seq_length: int = 128  # tokens kept per text
+
+
+class ClipEmbeddingConfig(dg.Config):
+    model: str = ""  # hub id (from the local cache) or local directory; empty: $REC_CLIP_MODEL, else openai/clip-vit-base-patch32
+    batch_size: int = 32  # images per forward pass
+
+
+def _text_encoder(config: TextEmbeddingConfig, device: DeviceResource) -> TextEncoder:
+    return TextEncoder(TextEncoderConfig(model=config.model, device=device.torch_device(), batch_size=config.batch_size,
+                                         max_seq_length=config.max_seq_length))
+
+
+def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
+    return {
+        "rows": float(len(update.table)),
+        "encoded": float(update.encoded),
+        "reused": float(update.reused),
+        "encoded_vectors": float(update.encoded_vectors),
+        "rows_per_s": float(update.rows_per_s),
+        "encode_seconds": float(update.encode_seconds),
+        "model_id": model_id,
+        "dimension": float(update.dimension),
+    }
+
+
+@dg.asset(
+    group_name="embeddings",
+    code_version="1",
+    kinds={"pytorch"},
+    description="Per item, L2-normalized text vectors of the product name and of the description (384-d by default).",
+)
+def item_text_embeddings(
+    config: TextEmbeddingConfig, items: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource
+) -> dg.Output:
+    encoder = _text_encoder(config, device)
+    update = text_embeddings(
+        "item_id",
+        items["item_id"],
+        {"name_embedding": items["product_name"], "description_embedding": items["about_product"]},
+        encoder,
+        previous=read_previous(artifacts.path("item_text_embeddings.parquet")),
+    )
+    table = embedding_table(update.table, ["name_embedding", "description_embedding"], update.dimension)
+    return dg.Output(table, metadata=_metadata(update, encoder.model_id))
+
+
+@dg.asset(
+    group_name="embeddings",
+    code_version="1",
+    kinds={"pytorch"},
+    description="Per user, a text vector of the stated preferences ('Interested in Audio, Kitchen'); "
+    "users with none get the zero vector.",
+)
+def user_text_embeddings(
+    config: TextEmbeddingConfig, users: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource
+) -> dg.Output:
+    encoder = _text_encoder(config, device)
+    sentences = users["preferences"].map(preference_sentence)
+    update = text_embeddings(
+        "user_id",
+        users["user_id"],
+        {"preferences_embedding": sentences},
+        encoder,
+        previous=read_previous(artifacts.path("user_text_embeddings.parquet")),
+    )
+    table = embedding_table(update.table, ["preferences_embedding"], update.dimension)
+    return dg.Output(
+        table, metadata={**_metadata(update, encoder.model_id), "users_without_preferences": float((sentences == "").sum())}
+    )
+
+
+@dg.asset(
+    group_name="embeddings",
+    code_version="1",
+    description="Per item with an image, the L2-normalized CLIP image vector. Empty, with status 'disabled' "
+    "and the reason in its metadata, when no CLIP weights are available.",
+    **GPU_ASSET_KWARGS,
+)
+def item_clip_embeddings(
+    context: dg.AssetExecutionContext,
+    config: ClipEmbeddingConfig,
+    product_images: pd.DataFrame,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+) -> dg.Output:
+    model = config.model or os.environ.get("REC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
+    try:
+        encoder = ClipEncoder(model, device=device.torch_device(), batch_size=config.batch_size)
+    except ClipUnavailableError as exc:
+        context.log.warning(f"{exc}. {exc.how_to_enable}")
+        return dg.Output(
+            DISABLED_CLIP_TABLE,
+            metadata={"status": "disabled", "reason": str(exc), "how_to_enable": exc.how_to_enable, "model_id": model,
+                      "rows": 0.0},
+        )
+    update = image_embeddings(
+        "item_id",
+        product_images["item_id"],
+        [artifacts.path(p) for p in product_images["image_path"]],
+        encoder,
+        "clip_embedding",
+        previous=read_previous(artifacts.path("item_clip_embeddings.parquet")),
+    )
+    table = embedding_table(update.table, ["clip_embedding"], update.dimension)
+    return dg.Output(table, metadata={**_metadata(update, encoder.model_id), "status": "enabled"})
+
+
+@dg.asset_check(asset=item_text_embeddings, additional_ins={"items": dg.AssetIn("items")}, description="One row per item; every vector finite and of unit length "
+                "(or zero for an empty text).")
+def item_text_embeddings_cover_items(items: pd.DataFrame, item_text_embeddings: pd.DataFrame) -> dg.AssetCheckResult:
+    missing = int((~items["item_id"].isin(item_text_embeddings["item_id"])).sum())
+    bad = {}
+    for column in ("name_embedding", "description_embedding"):
+        norms = np.linalg.norm(embedding_matrix(item_text_embeddings, column), axis=1)
+        bad[column] = int((~np.isfinite(norms) | ((np.abs(norms - 1) > 1e-3) & (norms > 0))).sum())
+    return dg.AssetCheckResult(
+        passed=missing == 0 and not any(bad.values()),
+        metadata={"items_without_vectors": float(missing), **{f"bad_{c}": float(n) for c, n in bad.items()}},
+    )
