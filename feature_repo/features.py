@@ -1,0 +1,180 @@
+"""The recommender's Feast definitions, built for one artifact root.
+
+`build_definitions(artifact_root)` returns every Feast object; `repo.py` exposes them at module
+level for `feast apply`, and `rec_core.feature_store` calls it directly so tests and Dagster
+assets can point the offline sources at their own artifact root.
+
+The batch views (user and item features) read the parquet files the data assets wrote; the
+embedding and recommendation views read Feast-ready copies (the same rows plus an
+`event_timestamp`) that the `feast_online_features` asset writes under
+`<artifact root>/feature_store/sources/`, and take fresh values through push sources.
+
+Vector search stays in FAISS: no field sets `vector_index`. Feast's SQLite vector search needs
+sqlite extension loading, which this Python 3.11 build lacks (`sqlite3.Connection` has no
+`enable_load_extension`), and when patched to run it returned results out of order. Feast stores
+the vectors for lookup by id.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, PushSource, ValueType
+from feast.types import Array, Float32, Float64, Int32, Int64, String, UnixTimestamp
+
+PROJECT_NAME = "recommender"
+EVENT_TIMESTAMP = "event_timestamp"
+# A TTL of zero keeps features forever: values are replaced by newer snapshots, never expired.
+NO_EXPIRY = timedelta(0)
+
+# Feast-ready parquet copies written by the feature-store asset, one per pushed view.
+PUSHED_VIEW_FILES = {
+    "item_text_embeddings": "item_text_embeddings.parquet",
+    "item_clip_embeddings": "item_clip_embeddings.parquet",
+    "item_tower_embeddings": "item_tower_embeddings.parquet",
+    "user_text_embeddings": "user_text_embeddings.parquet",
+    "user_tower_embeddings": "user_tower_embeddings.parquet",
+    "user_recommendations": "user_recommendations.parquet",
+    "user_history": "user_history.parquet",
+}
+
+# The interaction types whose item ids `user_history` keeps, one Array(String) field each.
+HISTORY_TYPES = ("positive_view", "negative_view", "cart", "purchase", "rate")
+
+
+def source_dir(artifact_root: str | Path) -> Path:
+    """Where the Feast-ready parquet copies of the pushed views live."""
+    return Path(artifact_root) / "feature_store" / "sources"
+
+
+def build_definitions(artifact_root: str | Path) -> list:
+    """Every Feast object of the project, with offline sources under `artifact_root`."""
+    root = Path(artifact_root)
+    copies = source_dir(root)
+
+    # The project groups every object below in the registry.
+    project = Project(name=PROJECT_NAME, description="Two-tower recommender: user and item features for serving")
+
+    # Users are the query side of the recommender: requests name a user_id.
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shopper")
+    # Items are the candidate side: retrieval returns item_ids whose display fields are looked up.
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A product")
+
+    # The users table written by the `users` asset; signup_date orders its snapshots.
+    users_source = FileSource(
+        name="users_source", path=str(root / "users.parquet"), timestamp_field="signup_date",
+        description="users asset parquet",
+    )
+    # The items table written by the `items` asset; arrival_date orders its snapshots.
+    items_source = FileSource(
+        name="items_source", path=str(root / "items.parquet"), timestamp_field="arrival_date",
+        description="items asset parquet",
+    )
+
+    def pushed_source(view_name: str) -> PushSource:
+        # One push source per embedding/recommendation view: fresh values go online without a batch job,
+        # while the Feast-ready parquet copy backs materialization and historical retrieval.
+        batch = FileSource(
+            name=f"{view_name}_batch", path=str(copies / PUSHED_VIEW_FILES[view_name]),
+            timestamp_field=EVENT_TIMESTAMP,
+        )
+        return PushSource(name=f"{view_name}_push", batch_source=batch)
+
+    # The profile fields the user tower and the backend read at request time.
+    user_features = FeatureView(
+        name="user_features", entities=[user], ttl=NO_EXPIRY, source=users_source, online=True,
+        schema=[
+            Field(name="preferences", dtype=String, description="Pipe-separated stated interests"),
+            Field(name="age", dtype=Int32, description="Age in years; null when unknown"),
+            Field(name="gender", dtype=String, description="F, M, X; null when unknown"),
+            Field(name="signup_date", dtype=UnixTimestamp, description="When the user registered"),
+        ],
+    )
+    # The display and ranking fields of an item, read for every recommended item.
+    item_features = FeatureView(
+        name="item_features", entities=[item], ttl=NO_EXPIRY, source=items_source, online=True,
+        schema=[
+            Field(name="product_name", dtype=String),
+            Field(name="category", dtype=String, description="Pipe-separated taxonomy path"),
+            Field(name="actual_price", dtype=Float64),
+            Field(name="discounted_price", dtype=Float64),
+            Field(name="discount_percentage", dtype=Float64),
+            Field(name="rating", dtype=Float64, description="Average rating; null when unrated"),
+            Field(name="rating_count", dtype=Int64),
+            Field(name="img_link", dtype=String, description="Artifact-relative image path"),
+        ],
+    )
+    # Sentence-transformer vectors of an item's name and description, inputs to the item tower.
+    item_text_embeddings = FeatureView(
+        name="item_text_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("item_text_embeddings"),
+        schema=[
+            Field(name="name_embedding", dtype=Array(Float32)),
+            Field(name="description_embedding", dtype=Array(Float32)),
+        ],
+    )
+    # CLIP vectors of the product images, for image-aware ranking and similar-looking items.
+    item_clip_embeddings = FeatureView(
+        name="item_clip_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("item_clip_embeddings"),
+        schema=[Field(name="clip_embedding", dtype=Array(Float32))],
+    )
+    # The trained item tower's output: the vectors the FAISS index holds, kept here for lookup.
+    item_tower_embeddings = FeatureView(
+        name="item_tower_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("item_tower_embeddings"),
+        schema=[Field(name="item_embedding", dtype=Array(Float32))],
+    )
+    # A sentence-transformer vector of the user's stated preferences, an input to the user tower.
+    user_text_embeddings = FeatureView(
+        name="user_text_embeddings", entities=[user], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("user_text_embeddings"),
+        schema=[Field(name="preferences_embedding", dtype=Array(Float32))],
+    )
+    # The trained user tower's output: the query vector for FAISS retrieval.
+    user_tower_embeddings = FeatureView(
+        name="user_tower_embeddings", entities=[user], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("user_tower_embeddings"),
+        schema=[Field(name="user_embedding", dtype=Array(Float32))],
+    )
+    # Each user's precomputed top-k, served when a request must not wait for retrieval.
+    user_recommendations = FeatureView(
+        name="user_recommendations", entities=[user], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("user_recommendations"),
+        schema=[
+            Field(name="top_k_item_ids", dtype=Array(String)),
+            Field(name="top_k_scores", dtype=Array(Float32)),
+        ],
+    )
+
+    # The items each user already interacted with, per type, so serving can exclude what was seen or bought.
+    user_history = FeatureView(
+        name="user_history", entities=[user], ttl=NO_EXPIRY, online=True,
+        source=pushed_source("user_history"),
+        schema=[Field(name=f"{kind}_item_ids", dtype=Array(String)) for kind in HISTORY_TYPES],
+    )
+
+    # What the backend reads for one user per request: profile, history, query vector and precomputed top-k.
+    user_serving = FeatureService(
+        name="user_serving",
+        features=[user_features, user_history, user_tower_embeddings, user_recommendations],
+        description="One user's serving features",
+    )
+    # What the backend reads for each recommended item to display it.
+    item_display = FeatureService(
+        name="item_display", features=[item_features], description="Display fields of recommended items",
+    )
+    # The item-side inputs a re-ranker or the item tower reads online.
+    item_vectors = FeatureService(
+        name="item_vectors",
+        features=[item_text_embeddings, item_clip_embeddings, item_tower_embeddings],
+        description="Every stored vector of an item",
+    )
+
+    return [
+        project, user, item, users_source, items_source,
+        user_features, item_features, item_text_embeddings, item_clip_embeddings, item_tower_embeddings,
+        user_text_embeddings, user_tower_embeddings, user_recommendations, user_history,
+        user_serving, item_display, item_vectors,
+    ]
