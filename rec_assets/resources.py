@@ -47,6 +47,55 @@ class DeviceResource(dg.ConfigurableResource):
         return resolve_device(self.device)
 
 
+class TextEncoderResource(dg.ConfigurableResource):
+    """The sentence-transformers text encoder used for item and user text embeddings."""
+
+    model: str = ""  # name or local path; empty: $REC_TEXT_MODEL, else the packaged all-MiniLM-L6-v2
+    batch_size: int = 32  # texts per forward pass
+    max_seq_length: int = 128  # tokens kept per text
+
+    def build(self, device: str):
+        from rec_core.encoders import TextEncoder, TextEncoderConfig
+
+        return TextEncoder(TextEncoderConfig(model=self.model, device=device, batch_size=self.batch_size,
+                                             max_seq_length=self.max_seq_length))
+
+
+class ClipEncoderResource(dg.ConfigurableResource):
+    """The CLIP model for image embeddings; without loadable weights the CLIP asset is disabled."""
+
+    model: str = ""  # hub id (from the local cache) or local directory; empty: $REC_CLIP_MODEL, else openai/clip-vit-base-patch32
+    batch_size: int = 32  # images per forward pass
+
+    def model_name(self) -> str:
+        from rec_core.encoders import DEFAULT_CLIP_MODEL
+
+        return self.model or os.environ.get("REC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
+
+    def build(self, device: str):
+        """A ClipEncoder, or ClipUnavailableError saying why and how to enable CLIP."""
+        from rec_core.encoders import ClipEncoder
+
+        return ClipEncoder(self.model_name(), device=device, batch_size=self.batch_size)
+
+
+class FeastStoreResource(dg.ConfigurableResource):
+    """The Feast feature store: embedded SQLite by default, PostgreSQL online store and registry on request."""
+
+    profile: str = ""  # sqlite or postgres; empty: $REC_FEAST_PROFILE, else sqlite
+    repo_path: str = ""  # the Feast repository; empty: $REC_FEATURE_REPO, else <project>/feature_repo
+    data_dir: str = ""  # sqlite profile: where the online store and registry live; empty: <artifact root>/feature_store
+
+    def store(self, artifacts: ArtifactStore):
+        from rec_core import feature_store as feast_lib
+
+        profile = self.profile or feast_lib.default_profile()
+        data_dir = None
+        if profile == "sqlite":
+            data_dir = self.data_dir or feast_lib.default_data_dir(artifacts.resolved_root())
+        return feast_lib.load_feature_store(self.repo_path or None, profile, data_dir)
+
+
 class TableIOManager(dg.ConfigurableIOManager):
     """Stores DataFrame assets as parquet at `<root>/<asset key>.parquet`, written atomically."""
 
@@ -84,4 +133,7 @@ def resources_for_profile(profile: str | None = None) -> dict:
         "artifacts": ArtifactStore(root=root),
         "io_manager": TableIOManager(root=root),
         "device": DeviceResource(device=os.environ.get("REC_DEVICE", "auto")),
+        "text_encoder": TextEncoderResource(),
+        "clip_encoder": ClipEncoderResource(),
+        "feast": FeastStoreResource(),
     }

@@ -380,7 +380,7 @@ def test_dagster_retries_the_feast_load_until_postgres_is_back(tmp_path, throwaw
     import dagster as dg
 
     from rec_assets.assets.feature_store import FEAST_RETRY_POLICY, feast_online_features, feast_registry
-    from rec_assets.resources import ArtifactStore, TableIOManager
+    from rec_assets.resources import ArtifactStore, FeastStoreResource, TableIOManager
 
     assert feast_online_features.op.retry_policy == FEAST_RETRY_POLICY and FEAST_RETRY_POLICY.max_retries >= 3
     assert feast_registry.op.retry_policy == FEAST_RETRY_POLICY
@@ -393,11 +393,10 @@ def test_dagster_retries_the_feast_load_until_postgres_is_back(tmp_path, throwaw
     tables = versioned_tables(1)
     write_upstream(root, tables)
     upstream = [dg.AssetSpec(name) for name in tables]
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root))}
-    postgres = {"config": {"profile": "postgres"}}
+    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
+                 "feast": FeastStoreResource(profile="postgres")}
 
-    registered = dg.materialize([*upstream, feast_registry], resources=resources, selection=[feast_registry],
-                                run_config={"ops": {"feast_registry": postgres}})
+    registered = dg.materialize([*upstream, feast_registry], resources=resources, selection=[feast_registry])
     assert registered.success
 
     # An outage that ends 0.5 s after the load first fails on it, before the policy's first retry (2 s later).
@@ -416,8 +415,7 @@ def test_dagster_retries_the_feast_load_until_postgres_is_back(tmp_path, throwaw
     server.stop()
     try:
         loaded = dg.materialize([*upstream, feast_registry, feast_online_features], resources=resources,
-                                selection=[feast_online_features], raise_on_error=False,
-                                run_config={"ops": {"feast_online_features": postgres}})
+                                selection=[feast_online_features], raise_on_error=False)
     finally:
         if restart.is_alive():
             restart.join()
@@ -442,16 +440,16 @@ def test_bad_upstream_data_fails_the_feast_load_without_retrying(tmp_path):
     import dagster as dg
 
     from rec_assets.assets.feature_store import feast_online_features
-    from rec_assets.resources import ArtifactStore, TableIOManager
+    from rec_assets.resources import ArtifactStore, FeastStoreResource, TableIOManager
 
     root = tmp_path / "artifacts"
     tables = versioned_tables(0)
     write_upstream(root, {name: frame for name, frame in tables.items() if name != "user_embeddings"})
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root))}
+    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
+                 "feast": FeastStoreResource(profile="sqlite")}
     result = dg.materialize([*(dg.AssetSpec(name) for name in tables), dg.AssetSpec("feast_registry"),
                              feast_online_features], resources=resources, selection=[feast_online_features],
-                            raise_on_error=False, run_config={"ops": {"feast_online_features": {"config": {
-                                "profile": "sqlite"}}}})
+                            raise_on_error=False)
     assert not result.success
     assert not _events(result, "STEP_UP_FOR_RETRY")
     failure = _events(result, "STEP_FAILURE")[0].step_failure_data.error.to_string()

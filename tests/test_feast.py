@@ -247,13 +247,14 @@ def test_assets_register_and_load_the_online_store(tmp_path):
     import dagster as dg
 
     from rec_assets.assets.feature_store import feast_online_features, feast_registry
-    from rec_assets.resources import ArtifactStore, TableIOManager
+    from rec_assets.resources import ArtifactStore, FeastStoreResource, TableIOManager
 
     root = tmp_path / "artifacts"
     tables = upstream_tables(seed=3)
     write_upstream(root, tables)
     upstream = [dg.AssetSpec(name) for name in tables]
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root))}
+    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
+                 "feast": FeastStoreResource()}
 
     first = dg.materialize([*upstream, feast_registry, feast_online_features], resources=resources,
                            selection=[feast_registry, feast_online_features])
@@ -277,8 +278,8 @@ def test_assets_register_and_load_the_online_store(tmp_path):
     features = edited / "features.py"
     features.write_text(features.read_text().replace('Field(name="age", dtype=Int32', 'Field(name="age_years", dtype=Int32'))
     assert fs.definitions_version(edited) != fs.definitions_version()  # the asset's code_version moves with it
-    renamed = dg.materialize([*upstream, feast_registry], resources=resources, selection=[feast_registry],
-                             run_config={"ops": {"feast_registry": {"config": {"repo_path": str(edited)}}}})
+    renamed = dg.materialize([*upstream, feast_registry], selection=[feast_registry],
+                             resources={**resources, "feast": FeastStoreResource(repo_path=str(edited))})
     meta = renamed.asset_materializations_for_node("feast_registry")[0].metadata
     # The view and the service that serves all of its fields.
     assert (meta["added"].value, meta["changed"].value, meta["removed"].value) == (0, 2, 0), meta["changes"].value

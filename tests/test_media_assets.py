@@ -20,7 +20,7 @@ from rec_assets.assets.embeddings import (
     user_text_embeddings,
 )
 from rec_assets.assets.media import product_images
-from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
+from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResource, TableIOManager, TextEncoderResource
 from rec_core import storage
 from rec_core.data.paths import image_filename, image_link
 from rec_core.embeddings import embedding_matrix, preference_sentence
@@ -147,6 +147,8 @@ def _materialize(tmp_path, items, users, run_config=None):
             "artifacts": ArtifactStore(root=str(tmp_path)),
             "io_manager": TableIOManager(root=str(tmp_path)),
             "device": DeviceResource(device="cpu"),
+            "text_encoder": TextEncoderResource(),
+            "clip_encoder": ClipEncoderResource(),
         },
         run_config=run_config,
     )

@@ -4,15 +4,13 @@ Each asset reads its own previous table from the artifact root and re-encodes on
 input or model changed (`rec_core.embeddings`); vectors are stored as fixed-size float32 lists.
 """
 
-import os
-
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from rec_assets.gpu import GPU_ASSET_KWARGS
-from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResource, TextEncoderResource
 from rec_core.embeddings import (
     INPUT_HASH,
     MODEL_ID,
@@ -24,7 +22,7 @@ from rec_core.embeddings import (
     read_previous,
     text_embeddings,
 )
-from rec_core.encoders import DEFAULT_CLIP_MODEL, ClipEncoder, ClipUnavailableError, TextEncoder, TextEncoderConfig
+from rec_core.encoders import ClipUnavailableError
 
 
 DISABLED_CLIP_TABLE = pa.table(
@@ -32,22 +30,6 @@ DISABLED_CLIP_TABLE = pa.table(
                                                   (MODEL_ID, pa.string()), (INPUT_HASH, pa.string())]}
 )
 """What `item_clip_embeddings` stores when CLIP is disabled: no rows, the usual columns."""
-
-
-class TextEmbeddingConfig(dg.Config):
-    model: str = ""  # sentence-transformers name or local path; empty: $REC_TEXT_MODEL, else packaged all-MiniLM-L6-v2
-    batch_size: int = 32  # texts per forward pass (larger batches were no faster on CPU)
-    max_seq_length: int = 128  # tokens kept per text
-
-
-class ClipEmbeddingConfig(dg.Config):
-    model: str = ""  # hub id (from the local cache) or local directory; empty: $REC_CLIP_MODEL, else openai/clip-vit-base-patch32
-    batch_size: int = 32  # images per forward pass
-
-
-def _text_encoder(config: TextEmbeddingConfig, device: DeviceResource) -> TextEncoder:
-    return TextEncoder(TextEncoderConfig(model=config.model, device=device.torch_device(), batch_size=config.batch_size,
-                                         max_seq_length=config.max_seq_length))
 
 
 def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
@@ -70,9 +52,9 @@ def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
     description="Per item, L2-normalized text vectors of the product name and of the description (384-d by default).",
 )
 def item_text_embeddings(
-    config: TextEmbeddingConfig, items: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource
+    items: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
 ) -> dg.Output:
-    encoder = _text_encoder(config, device)
+    encoder = text_encoder.build(device.torch_device())
     update = text_embeddings(
         "item_id",
         items["item_id"],
@@ -92,9 +74,9 @@ def item_text_embeddings(
     "users with none get the zero vector.",
 )
 def user_text_embeddings(
-    config: TextEmbeddingConfig, users: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource
+    users: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
 ) -> dg.Output:
-    encoder = _text_encoder(config, device)
+    encoder = text_encoder.build(device.torch_device())
     sentences = users["preferences"].map(preference_sentence)
     update = text_embeddings(
         "user_id",
@@ -118,14 +100,14 @@ def user_text_embeddings(
 )
 def item_clip_embeddings(
     context: dg.AssetExecutionContext,
-    config: ClipEmbeddingConfig,
     product_images: pd.DataFrame,
     artifacts: ArtifactStore,
     device: DeviceResource,
+    clip_encoder: ClipEncoderResource,
 ) -> dg.Output:
-    model = config.model or os.environ.get("REC_CLIP_MODEL") or DEFAULT_CLIP_MODEL
+    model = clip_encoder.model_name()
     try:
-        encoder = ClipEncoder(model, device=device.torch_device(), batch_size=config.batch_size)
+        encoder = clip_encoder.build(device.torch_device())
     except ClipUnavailableError as exc:
         context.log.warning(f"{exc}. {exc.how_to_enable}")
         return dg.Output(

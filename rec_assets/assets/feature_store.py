@@ -2,9 +2,9 @@
 
 `feast_registry` applies `feature_repo/` (what changed lands in its metadata); `feast_online_features`
 writes the Feast-ready parquet copies, materializes the batch views from the data assets' files and
-pushes the latest embeddings, recommendations and histories. The store is embedded SQLite under
-`<artifact root>/feature_store/` by default and PostgreSQL with `profile: postgres` (or
-`REC_FEAST_PROFILE=postgres`, connection from `FEAST_POSTGRES_*`).
+pushes the latest embeddings, recommendations and histories. The store comes from the `feast`
+resource: embedded SQLite under `<artifact root>/feature_store/` by default, PostgreSQL with
+`profile="postgres"` (or `REC_FEAST_PROFILE=postgres`, connection from `FEAST_POSTGRES_*`).
 """
 
 import contextlib
@@ -12,18 +12,12 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from rec_assets.resources import ArtifactStore
+from rec_assets.resources import ArtifactStore, FeastStoreResource
 from rec_core import feature_store as feast_lib
 from rec_core.data.validation import DataValidationError
 
 # A PostgreSQL restart or failover is retried after 2, 6 and 14 s (22 s in all); bad or missing input is not.
 FEAST_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
-
-
-class FeastConfig(dg.Config):
-    profile: str = ""  # sqlite or postgres; empty: $REC_FEAST_PROFILE, else sqlite
-    repo_path: str = ""  # the Feast repository; empty: $REC_FEATURE_REPO, else <project>/feature_repo
-    data_dir: str = ""  # sqlite profile: where the online store and registry live; empty: <artifact root>/feature_store
 
 
 @contextlib.contextmanager
@@ -35,14 +29,6 @@ def _no_retry_on_bad_input():
         raise dg.Failure(description=str(error), allow_retries=False) from error
 
 
-def _store(config: FeastConfig, artifacts: ArtifactStore):
-    profile = config.profile or feast_lib.default_profile()
-    data_dir = None
-    if profile == "sqlite":
-        data_dir = config.data_dir or feast_lib.default_data_dir(artifacts.resolved_root())
-    return feast_lib.load_feature_store(config.repo_path or None, profile, data_dir)
-
-
 @dg.asset(
     group_name="feature_store",
     code_version=feast_lib.definitions_version(),  # a digest of feature_repo/: editing it makes the asset stale
@@ -50,9 +36,9 @@ def _store(config: FeastConfig, artifacts: ArtifactStore):
     retry_policy=FEAST_RETRY_POLICY,
     description="Feast entities, feature views, push sources and feature services from feature_repo/, applied to the registry.",
 )
-def feast_registry(config: FeastConfig, artifacts: ArtifactStore) -> dg.MaterializeResult:
-    store = _store(config, artifacts)
-    definitions = feast_lib.load_definitions(config.repo_path or None, artifacts.resolved_root())
+def feast_registry(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
+    store = feast.store(artifacts)
+    definitions = feast_lib.load_definitions(feast.repo_path or None, artifacts.resolved_root())
     report = feast_lib.apply_definitions(store, definitions)
     return dg.MaterializeResult(metadata={
         "added": float(report.count("added")),
@@ -74,13 +60,13 @@ def feast_registry(config: FeastConfig, artifacts: ArtifactStore) -> dg.Material
     description="The online store filled: user and item features materialized, embeddings, recommendations "
                 "and interaction histories pushed.",
 )
-def feast_online_features(config: FeastConfig, artifacts: ArtifactStore) -> dg.MaterializeResult:
-    store = _store(config, artifacts)
+def feast_online_features(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
+    store = feast.store(artifacts)
     root = artifacts.resolved_root()
     snapshot = datetime.now(timezone.utc)
     with _no_retry_on_bad_input():
         tables = feast_lib.read_upstream_tables(root)
-        frames = feast_lib.write_feast_sources(root, tables, snapshot, config.repo_path or None)
+        frames = feast_lib.write_feast_sources(root, tables, snapshot, feast.repo_path or None)
     load = feast_lib.load_online(store, frames, snapshot)
     return dg.MaterializeResult(metadata={
         "materialized_rows": float(load.materialized_rows),
