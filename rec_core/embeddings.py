@@ -5,12 +5,18 @@ the vectors) and `input_hash` (per vector column, a hash of its input, joined by
 it against the previous version reuses every vector whose key, model id and input hash all
 match and encodes the rest, so re-materializing after a small catalog change costs a small fraction
 of a full run. Vectors are stored in parquet as `fixed_size_list<float32>[dimension]`.
+
+A long update can checkpoint: every so often it writes the rows encoded so far as a part file
+in a checkpoint folder, and the next update reuses those rows under the same rule as the previous
+table's, so a run killed midway loses at most the last interval of encoding.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
@@ -94,6 +100,46 @@ class Encoder(Protocol):
     def encode(self, batch: list) -> np.ndarray: ...
 
 
+@dataclass
+class Checkpoint:
+    """Where and how often an update saves what it has encoded, so a killed run keeps its work.
+
+    Each save is a new part file (atomic, never rewritten), so saving costs the new rows only.
+    """
+
+    directory: str | os.PathLike  # folder of part files, e.g. `<root>/checkpoints/<table>`; removed when the update completes
+    every_s: float = 30.0  # encoding seconds between parts: a kill loses at most about this much work
+    chunk_rows: int = 1024  # rows per encoder call while checkpointing; a part may follow each call
+
+
+def read_checkpoint(directory) -> pd.DataFrame | None:
+    """The rows saved in a checkpoint folder (all parts), or None when there are none."""
+    location = storage.as_path(directory)
+    frames = []
+    try:
+        parts = sorted(location.glob("part-*.parquet")) if location.exists() else []
+    except OSError:
+        return None
+    for part in parts:
+        frame = read_previous(part)  # an unreadable part is skipped: its rows are encoded again
+        if frame is not None:
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def clear_checkpoint(directory) -> None:
+    """Removes a checkpoint folder once its rows are part of a complete table."""
+    location = storage.as_path(directory)
+    if not location.exists():
+        return
+    for leftover in location.iterdir():
+        leftover.unlink(missing_ok=True)  # a concurrent update may have cleared it first
+    try:
+        location.rmdir()
+    except OSError:
+        pass  # object storage has no folders to remove, or another writer put a part there
+
+
 def update_embeddings(
     key_column: str,
     keys: Sequence[str],
@@ -101,69 +147,127 @@ def update_embeddings(
     hashes: Mapping[str, Sequence[str]],
     encoder: Encoder,
     previous: pd.DataFrame | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> EmbeddingUpdate:
     """Builds the table for `keys`, reusing each vector of `previous` whose key, model id and input hash match.
 
     `inputs` maps each vector column to its per-row inputs (texts, image paths...) and `hashes` to
     their hashes; the stored `input_hash` joins a row's per-column hashes with '-', so a changed
-    description re-encodes the description alone. Everything to encode goes through
-    `encoder.encode` in one call ([n, dimension] float32); the encoder is untouched when all is reused.
+    description re-encodes the description alone. Without a checkpoint everything to encode goes
+    through `encoder.encode` in one call ([n, dimension] float32); with one, rows saved there by a
+    killed run are reused like rows of `previous`, encoding goes in chunks with a part saved every
+    `checkpoint.every_s` seconds, and the folder is removed at the end. The encoder is untouched
+    when all is reused.
     """
     keys = [str(k) for k in keys]
     columns = list(inputs)
     n = len(keys)
-    reuse_from = _reusable_rows(previous, key_column, keys, hashes, encoder.model_id)  # column -> [n], -1: encode
+    saved = read_checkpoint(checkpoint.directory) if checkpoint else None
+    candidates = _candidate_rows([previous, saved], key_column, columns, encoder.model_id)
+    reuse_from = _reusable_rows(candidates, key_column, keys, hashes)  # column -> [n], -1: encode
     todo = {column: np.flatnonzero(reuse_from[column] < 0) for column in columns}
     n_todo = sum(len(rows) for rows in todo.values())
-    if n_todo or previous is None or previous.empty:
-        dimension = encoder.dimension
-    else:
-        dimension = embedding_matrix(previous, columns[0]).shape[1]
+    dimension = encoder.dimension if n_todo or candidates.empty else embedding_matrix(candidates, columns[0]).shape[1]
     matrices = {}
     for column in columns:
         matrices[column] = np.zeros((n, dimension), dtype=np.float32)  # [n, dimension]
         kept = reuse_from[column] >= 0
         if kept.any():
-            matrices[column][kept] = embedding_matrix(previous, column)[reuse_from[column][kept]]
-    start = time.perf_counter()
-    if n_todo:
-        encoded = np.asarray(encoder.encode([inputs[c][int(i)] for c in columns for i in todo[c]]), dtype=np.float32)
-        offset = 0
-        for column in columns:
-            matrices[column][todo[column]] = encoded[offset : offset + len(todo[column])]
-            offset += len(todo[column])
-    seconds = time.perf_counter() - start
-    table = pd.DataFrame({key_column: keys})
-    for column, matrix in matrices.items():
-        table[column] = list(matrix)  # one float32 [dimension] array per row
-    table[MODEL_ID] = encoder.model_id
-    table[INPUT_HASH] = ["-".join(parts) for parts in zip(*(hashes[c] for c in columns))] if columns else ""
+            matrices[column][kept] = embedding_matrix(candidates, column)[reuse_from[column][kept]]
+    input_hash = ["-".join(parts) for parts in zip(*(hashes[c] for c in columns))] if columns else [""] * n
+    if checkpoint is None:
+        seconds = _encode_rows(encoder, inputs, todo, matrices)
+    else:
+        seconds = _encode_with_checkpoints(encoder, inputs, todo, matrices, checkpoint,
+                                           lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id,
+                                                                    input_hash, rows, dimension))
+    table = _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, np.arange(n), dimension=None)
     rows_encoded = len(np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()])))
+    if checkpoint is not None:
+        clear_checkpoint(checkpoint.directory)
     return EmbeddingUpdate(table=table, dimension=dimension, encoded=rows_encoded, reused=n - rows_encoded,
                            encoded_vectors=n_todo, encode_seconds=seconds)
 
 
+def _encode_rows(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
+                 matrices: dict[str, np.ndarray]) -> float:
+    """Encodes the `todo` rows of every column in one call into `matrices`; returns the seconds spent."""
+    columns = list(todo)
+    if not sum(len(rows) for rows in todo.values()):
+        return 0.0
+    start = time.perf_counter()
+    encoded = np.asarray(encoder.encode([inputs[c][int(i)] for c in columns for i in todo[c]]), dtype=np.float32)
+    seconds = time.perf_counter() - start
+    offset = 0
+    for column in columns:
+        matrices[column][todo[column]] = encoded[offset : offset + len(todo[column])]
+        offset += len(todo[column])
+    return seconds
+
+
+def _encode_with_checkpoints(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
+                             matrices: dict[str, np.ndarray], checkpoint: Checkpoint, rows_table) -> float:
+    """`_encode_rows` over chunks of rows, saving the finished rows as a part every `checkpoint.every_s`.
+
+    A part holds complete rows (every vector column), so the next run can reuse them as they are.
+    Part names carry a per-run token: parts of an earlier killed run are kept until a run completes.
+    """
+    rows = np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()]))  # rows with anything to encode
+    directory = storage.as_path(checkpoint.directory)
+    run_token = uuid.uuid4().hex[:8]
+    seconds, unsaved_from, parts, last_save = 0.0, 0, 0, time.perf_counter()
+    for begin in range(0, len(rows), max(1, checkpoint.chunk_rows)):
+        chunk = rows[begin : begin + max(1, checkpoint.chunk_rows)]
+        seconds += _encode_rows(encoder, inputs, {c: np.intersect1d(todo[c], chunk) for c in todo}, matrices)
+        finished = begin + len(chunk)
+        if finished < len(rows) and time.perf_counter() - last_save >= checkpoint.every_s:
+            storage.write_parquet(rows_table(rows[unsaved_from:finished]), directory / f"part-{run_token}-{parts:05d}.parquet")
+            unsaved_from, parts, last_save = finished, parts + 1, time.perf_counter()
+    return seconds
+
+
+def _table_rows(key_column: str, keys: list[str], matrices: dict[str, np.ndarray], model_id: str,
+                input_hash: list[str], rows: np.ndarray, dimension: int | None):
+    """The embedding table restricted to `rows`: a DataFrame, or with a `dimension` the Arrow table to store."""
+    table = pd.DataFrame({key_column: [keys[i] for i in rows]})
+    for column, matrix in matrices.items():
+        table[column] = list(matrix[rows])  # one float32 [dimension] array per row
+    table[MODEL_ID] = model_id
+    table[INPUT_HASH] = [input_hash[i] for i in rows]
+    return table if dimension is None else embedding_table(table, list(matrices), dimension)
+
+
+def _candidate_rows(frames: list[pd.DataFrame | None], key_column: str, columns: list[str], model_id: str) -> pd.DataFrame:
+    """The rows of earlier tables and checkpoints that `model_id` made for the same vector columns."""
+    usable = []
+    for frame in frames:
+        if frame is None or frame.empty or not {key_column, MODEL_ID, INPUT_HASH, *columns} <= set(frame.columns):
+            continue
+        frame = frame[frame[MODEL_ID] == model_id]
+        hash_parts = frame[INPUT_HASH].astype(str).str.count("-") + 1
+        usable.append(frame[hash_parts == max(len(columns), 1)][[key_column, *columns, MODEL_ID, INPUT_HASH]])
+    if not usable:
+        return pd.DataFrame(columns=[key_column, *columns, MODEL_ID, INPUT_HASH])
+    return pd.concat(usable, ignore_index=True)
+
+
 def _reusable_rows(
-    previous: pd.DataFrame | None, key_column: str, keys: list[str], hashes: Mapping[str, Sequence[str]], model_id: str
+    candidates: pd.DataFrame, key_column: str, keys: list[str], hashes: Mapping[str, Sequence[str]]
 ) -> dict[str, np.ndarray]:
-    """Per vector column, for each key the row of `previous` whose vector still holds, or -1."""
+    """Per vector column, for each key a row of `candidates` with the same key and input hash, or -1."""
     columns = list(hashes)
-    nothing = {column: np.full(len(keys), -1, dtype=np.int64) for column in columns}
-    if previous is None or previous.empty or not {key_column, MODEL_ID, INPUT_HASH, *columns} <= set(previous.columns):
-        return nothing
-    previous = previous.reset_index(drop=True)  # "row" below is a position in `previous`
-    old = pd.DataFrame({key_column: previous[key_column].astype(str), "row": np.arange(len(previous))})
-    old = old[(previous[MODEL_ID] == model_id).to_numpy()]
-    parts = previous[INPUT_HASH].astype(str).str.split("-", expand=True).loc[old.index]
-    if parts.shape[1] != len(columns):  # stored with other vector columns: nothing carries over
-        return nothing
+    if candidates.empty:
+        return {column: np.full(len(keys), -1, dtype=np.int64) for column in columns}
+    parts = candidates[INPUT_HASH].astype(str).str.split("-", expand=True)  # [rows, columns]
+    wanted = pd.DataFrame({key_column: keys})
+    reusable = {}
     for position, column in enumerate(columns):
-        old[f"hash:{column}"] = parts[position].to_numpy()
-    aligned = pd.DataFrame({key_column: keys}).merge(old.drop_duplicates(key_column, keep="last"), on=key_column,
-                                                     how="left")
-    rows = aligned["row"].fillna(-1).to_numpy(dtype=np.int64)
-    return {column: np.where(aligned[f"hash:{column}"].to_numpy() == np.asarray(hashes[column], dtype=object), rows, -1)
-            for column in columns}
+        old = pd.DataFrame({key_column: candidates[key_column].astype(str).to_numpy(), "hash": parts[position].to_numpy(),
+                            "row": np.arange(len(candidates))}).drop_duplicates([key_column, "hash"], keep="last")
+        wanted["hash"] = np.asarray(hashes[column], dtype=object)
+        aligned = wanted.merge(old, on=[key_column, "hash"], how="left")  # keeps the order of `keys`
+        reusable[column] = aligned["row"].fillna(-1).to_numpy(dtype=np.int64)
+    return reusable
 
 
 class _EmptyTextsAsZero:
@@ -193,7 +297,7 @@ def preference_sentence(preferences: str) -> str:
 
 def text_embeddings(
     key_column: str, keys: Sequence[str], texts: dict[str, Sequence[str]], encoder: Encoder,
-    previous: pd.DataFrame | None = None,
+    previous: pd.DataFrame | None = None, checkpoint: Checkpoint | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for text columns, each text hashed on its own.
 
@@ -202,7 +306,7 @@ def text_embeddings(
     """
     texts = {column: [str(t) for t in values] for column, values in texts.items()}
     hashes = {column: [text_hash(t) for t in values] for column, values in texts.items()}
-    return update_embeddings(key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous)
+    return update_embeddings(key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous, checkpoint)
 
 
 class _ImageFileEncoder:
@@ -224,8 +328,10 @@ class _ImageFileEncoder:
 
 
 def image_embeddings(
-    key_column: str, keys: Sequence[str], paths: Sequence, clip_encoder, column: str, previous: pd.DataFrame | None = None
+    key_column: str, keys: Sequence[str], paths: Sequence, clip_encoder, column: str, previous: pd.DataFrame | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for image files; the input hash is the hash of each file's bytes."""
     hashes = {column: [bytes_hash(storage.as_path(p).read_bytes()) for p in paths]}
-    return update_embeddings(key_column, keys, {column: list(paths)}, hashes, _ImageFileEncoder(clip_encoder), previous)
+    return update_embeddings(key_column, keys, {column: list(paths)}, hashes, _ImageFileEncoder(clip_encoder), previous,
+                             checkpoint)

@@ -23,7 +23,7 @@ from rec_assets.assets.media import product_images
 from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResource, TableIOManager, TextEncoderResource
 from rec_core import storage
 from rec_core.data.paths import image_filename, image_link
-from rec_core.embeddings import embedding_matrix, preference_sentence
+from rec_core.embeddings import embedding_matrix, embedding_table, preference_sentence, text_hash
 from rec_core.generation.generate_images import (
     ImageGenerationConfig,
     ImageGenerationError,
@@ -188,11 +188,21 @@ def test_assets_materialize_incrementally_with_clip_disabled_then_enabled(tmp_pa
     assert disabled.num_rows == 0 and {"item_id", "clip_embedding"} <= set(disabled.column_names)
 
     items.loc[4, "about_product"] = "Now with a longer warranty."
+    # A killed run's checkpoint part (rows 0-4, row 4 already re-encoded) is reused like the previous table.
+    killed = text.to_pandas().head(5)
+    killed.loc[4, "input_hash"] = f"{text_hash(items.loc[4, 'product_name'])}-{text_hash(items.loc[4, 'about_product'])}"
+    killed.at[4, "description_embedding"] = np.full(384, 1 / np.sqrt(384), dtype=np.float32)
+    checkpoint = tmp_path / "root" / "checkpoints" / "item_text_embeddings"
+    storage.write_parquet(embedding_table(killed, ["name_embedding", "description_embedding"], 384),
+                          checkpoint / "part-killed-00000.parquet")
     monkeypatch.setenv("REC_CLIP_MODEL", str(save_tiny_clip(tmp_path / "clip")))
     second = _materialize(tmp_path / "root", items, users)
     assert second.success
     assert _metadata(second, "product_images")["generated"] == 0
-    assert (_metadata(second, "item_text_embeddings")["encoded"], _metadata(second, "item_text_embeddings")["reused"]) == (1, len(items) - 1)
+    assert (_metadata(second, "item_text_embeddings")["encoded"], _metadata(second, "item_text_embeddings")["reused"]) == (0, len(items))
+    resumed = storage.read_parquet(tmp_path / "root" / "item_text_embeddings.parquet").to_pandas()
+    np.testing.assert_array_equal(resumed["description_embedding"][4], killed.at[4, "description_embedding"])
+    assert not checkpoint.exists()
     assert _metadata(second, "user_text_embeddings")["encoded"] == 0
     enabled = _metadata(second, "item_clip_embeddings")
     assert enabled["status"] == "enabled" and enabled["encoded"] == len(items)

@@ -2,6 +2,8 @@
 
 Each asset reads its own previous table from the artifact root and re-encodes only rows whose
 input or model changed (`rec_core.embeddings`); vectors are stored as fixed-size float32 lists.
+While encoding, each saves its progress under `<root>/checkpoints/<asset>`, so a killed run's
+work is reused by the next one.
 """
 
 import dagster as dg
@@ -14,6 +16,7 @@ from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResou
 from rec_core.embeddings import (
     INPUT_HASH,
     MODEL_ID,
+    Checkpoint,
     EmbeddingUpdate,
     embedding_matrix,
     embedding_table,
@@ -61,6 +64,7 @@ def item_text_embeddings(
         {"name_embedding": items["product_name"], "description_embedding": items["about_product"]},
         encoder,
         previous=read_previous(artifacts.path("item_text_embeddings.parquet")),
+        checkpoint=Checkpoint(artifacts.path("checkpoints", "item_text_embeddings")),
     )
     table = embedding_table(update.table, ["name_embedding", "description_embedding"], update.dimension)
     return dg.Output(table, metadata=_metadata(update, encoder.model_id))
@@ -84,6 +88,7 @@ def user_text_embeddings(
         {"preferences_embedding": sentences},
         encoder,
         previous=read_previous(artifacts.path("user_text_embeddings.parquet")),
+        checkpoint=Checkpoint(artifacts.path("checkpoints", "user_text_embeddings")),
     )
     table = embedding_table(update.table, ["preferences_embedding"], update.dimension)
     return dg.Output(
@@ -122,6 +127,7 @@ def item_clip_embeddings(
         encoder,
         "clip_embedding",
         previous=read_previous(artifacts.path("item_clip_embeddings.parquet")),
+        checkpoint=Checkpoint(artifacts.path("checkpoints", "item_clip_embeddings")),
     )
     table = embedding_table(update.table, ["clip_embedding"], update.dimension)
     return dg.Output(table, metadata={**_metadata(update, encoder.model_id), "status": "enabled"})

@@ -8,7 +8,9 @@
   per-chunk time ratios, the two encoding each chunk back to back in alternating order.
 - `incremental_cost_ratio`: a re-materialization of the item text table where `--changed-fraction`
   of items changed (read the previous parquet, encode the changed rows, write) over a full one
-  (encode all, write). Model loading is excluded from both.
+  (encode all, write), both checkpointing as the asset does. Model loading is excluded from both.
+- `checkpoint_overhead_ratio`: the checkpointed full materialization over one without checkpoints
+  (chunked encoding plus the part files a kill would leave).
 - `placeholder_images_per_s`: placeholder product cards drawn and written (atomically) per second.
 """
 
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 
 from rec_core import storage
 from rec_core.bench.common import median, timed_runs
-from rec_core.embeddings import embedding_table, read_previous, text_embeddings
+from rec_core.embeddings import Checkpoint, embedding_table, read_previous, text_embeddings
 
 TEXT_COLUMNS = {"name_embedding": "product_name", "description_embedding": "about_product"}
 
@@ -79,8 +81,11 @@ def run(argv: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         full_path, incremental_path = Path(tmp) / "full.parquet", Path(tmp) / "incremental.parquet"
 
-        def full() -> None:
-            update = text_embeddings("item_id", items["item_id"], texts, encoder)
+        checkpoint = Checkpoint(Path(tmp) / "checkpoints")  # the assets' defaults
+
+        def full(checkpointed: bool = True) -> None:
+            update = text_embeddings("item_id", items["item_id"], texts, encoder,
+                                     checkpoint=checkpoint if checkpointed else None)
             storage.write_parquet(embedding_table(update.table, list(texts), update.dimension), full_path)
 
         rng = np.random.default_rng(args.seed)
@@ -91,11 +96,17 @@ def run(argv: list[str]) -> dict[str, float]:
         encoded_counts = []
 
         def incremental() -> None:
-            update = text_embeddings("item_id", items["item_id"], edited, encoder, previous=read_previous(full_path))
+            update = text_embeddings("item_id", items["item_id"], edited, encoder, previous=read_previous(full_path),
+                                     checkpoint=checkpoint)
             storage.write_parquet(embedding_table(update.table, list(edited), update.dimension), incremental_path)
             encoded_counts.append(update.encoded)
 
-        full_s = timed_runs(full, args.repeats)
+        # Plain and checkpointed full runs alternate, so machine load falls on both alike.
+        plain_full_s, full_s = [], []
+        for repeat in range(args.repeats):
+            variants = [(plain_full_s, lambda: full(checkpointed=False)), (full_s, full)]
+            for times, materialize in variants if repeat % 2 == 0 else variants[::-1]:
+                times.extend(timed_runs(materialize, 1))
         incremental_s = timed_runs(incremental, args.repeats)
         if set(encoded_counts) != {len(changed)}:
             raise RuntimeError(f"the incremental runs encoded {encoded_counts} rows, expected {len(changed)} each")
@@ -114,6 +125,8 @@ def run(argv: list[str]) -> dict[str, float]:
         "text_full_materialize_s": median(full_s),
         "text_incremental_materialize_s": median(incremental_s),
         "incremental_cost_ratio": median(incremental_s) / median(full_s),
+        "text_full_materialize_no_checkpoint_s": median(plain_full_s),
+        "checkpoint_overhead_ratio": median(full_s) / median(plain_full_s),
         "incremental_changed_items": float(len(changed)),
         "placeholder_images_per_s": median(image_rates),
         "items": float(len(items)),

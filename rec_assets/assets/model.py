@@ -1,0 +1,249 @@
+"""Group `model`: the trained two-tower, its evaluation against baselines, and the release gate.
+
+`two_tower_model` trains on the train split (validation drives early stopping) and writes the
+serving artifact (safetensors + JSON) under `<artifacts>/two_tower_model`. The blocking check
+`two_tower_beats_popularity` re-evaluates that artifact on the test split; when the model is
+not strictly better than recommending bestsellers the check fails and nothing downstream
+(embeddings, index, recommendations) is materialized from it. `model_evaluation` reports the
+full comparison: popularity, EASE and, for synthetic data, the generator's oracle.
+"""
+
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+import pandas as pd
+
+from rec_assets.gpu import GPU_ASSET_KWARGS
+from rec_assets.metadata import png_markdown
+from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_core import storage
+from rec_core.evaluation import baseline_table, compare_with_baselines, popularity_gate
+from rec_core.inference import TwoTowerEncoder
+from rec_core.models import TwoTowerConfig
+from rec_core.preprocessing import PreprocessingConfig
+from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, train_two_tower, write_artifact
+
+MODEL_VERSION = "1"
+MODEL_DIR = "two_tower_model"
+
+
+class TwoTowerTrainingConfig(dg.Config):
+    """Hyper-parameters of a training run (defaults are `rec_core.training.TrainingConfig`'s)."""
+
+    max_epochs: int = 40  # upper bound; early stopping on validation recall@10 usually ends sooner
+    batch_size: int = 1024  # also the number of in-batch negatives
+    learning_rate: float = 1e-3
+    temperature: float = 0.1
+    logq_correction: float = 1.0  # 0 disables the popularity correction of in-batch negatives
+    uniform_negatives: int = 0  # extra uniformly drawn negatives per batch
+    recency_weight: Optional[float] = None  # None: automatic (emphasise recent examples on a time split)
+    patience: int = 5
+    seed: int = 0
+    embedding_dim: int = 64
+    id_dim: int = 64
+    hidden_layers: int = 1
+    dropout: float = 0.1
+    use_item_id: bool = True  # False: content-only item tower (cold-start items ranked like warm ones)
+    max_history: int = 100  # recent positive interactions summarised per user
+    use_text: bool = True  # feed item and user text embeddings when present
+    use_images: bool = True  # feed CLIP image embeddings when present (empty table = CLIP disabled)
+
+    def training_config(self) -> TrainingConfig:
+        return TrainingConfig(
+            max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
+            temperature=self.temperature, logq_correction=self.logq_correction,
+            uniform_negatives=self.uniform_negatives, recency_weight=self.recency_weight, patience=self.patience,
+            seed=self.seed,
+            model=TwoTowerConfig(embedding_dim=self.embedding_dim, id_dim=self.id_dim, hidden_layers=self.hidden_layers,
+                                 dropout=self.dropout, use_item_id=self.use_item_id),
+            preprocessing=PreprocessingConfig(max_history=self.max_history),
+        )
+
+
+def _side_inputs(use_text: bool, use_images: bool, item_text_embeddings, user_text_embeddings, item_clip_embeddings):
+    return {
+        "item_text_embeddings": item_text_embeddings if use_text else None,
+        "user_text_embeddings": user_text_embeddings if use_text else None,
+        "item_clip_embeddings": item_clip_embeddings if use_images else None,
+    }
+
+
+def _training_plot(history: list[dict]) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(9, 3))
+    loss_axis.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    loss_axis.set(title="training loss (sampled softmax)", xlabel="epoch")
+    recall_axis.plot(epochs, [h["validation_recall_at_10"] for h in history], marker="o", color="tab:green")
+    recall_axis.set(title="validation recall@10", xlabel="epoch")
+    figure.tight_layout()
+    value = png_markdown(figure, "loss and validation recall by epoch")
+    plt.close(figure)
+    return value
+
+
+def _publish(local_dir: Path, target) -> None:
+    """Moves a finished local artifact directory to the artifact store (atomic locally, file by file remotely)."""
+    if storage.is_remote(target):
+        for file in sorted(local_dir.iterdir()):
+            storage.write_bytes(file.read_bytes(), target / file.name)
+        return
+    with storage.atomic_directory(target) as staging:
+        for file in local_dir.iterdir():
+            shutil.copy2(file, staging / file.name)
+
+
+def _load_encoder(artifacts: ArtifactStore, device: str = "cpu") -> tuple[TwoTowerEncoder, Optional[tempfile.TemporaryDirectory]]:
+    target = artifacts.path(MODEL_DIR)
+    if not storage.is_remote(target):
+        return TwoTowerEncoder.load(target, device=device), None
+    local = tempfile.TemporaryDirectory()
+    for name in ("model.safetensors", "model_config.json", "preprocessing.json"):
+        (Path(local.name) / name).write_bytes((target / name).read_bytes())
+    return TwoTowerEncoder.load(local.name, device=device), local
+
+
+@dg.asset(
+    group_name="model",
+    code_version=MODEL_VERSION,
+    description="The trained two-tower: safetensors weights, model and preprocessing config as JSON, validation metrics.",
+    **GPU_ASSET_KWARGS,
+)
+def two_tower_model(
+    context: dg.AssetExecutionContext,
+    config: TwoTowerTrainingConfig,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+    interaction_splits: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    item_text_embeddings: pd.DataFrame,
+    user_text_embeddings: pd.DataFrame,
+    item_clip_embeddings: pd.DataFrame,
+) -> dg.MaterializeResult:
+    configure_torch_threads()
+    torch_device = device.torch_device()
+    training = config.training_config()
+    side = _side_inputs(config.use_text, config.use_images, item_text_embeddings, user_text_embeddings, item_clip_embeddings)
+    data = prepare_training_data(users, items, interaction_splits, config=training, **side)
+    target = artifacts.path(MODEL_DIR)
+    # checkpoints live on local disk: an interrupted run resumes from its last finished epoch
+    checkpoints = Path(tempfile.gettempdir()) / "rec_two_tower_checkpoints" if storage.is_remote(target) else \
+        Path(str(artifacts.path("two_tower_checkpoints")))
+    trained = train_two_tower(data, training, device=torch_device, checkpoint_dir=checkpoints, progress=False)
+    best = max(trained.history, key=lambda h: h["validation_recall_at_10"])
+    metrics = {
+        "validation_recall_at_10": float(best["validation_recall_at_10"]),
+        "best_epoch": float(trained.best_epoch),
+        "epochs": float(len(trained.history)),
+        "train_seconds": float(trained.train_seconds),
+        "examples_per_second": float(trained.examples_seen / max(trained.train_seconds, 1e-9)),
+        "train_examples": float(data.example_items.numel()),
+        "item_text_dim": float(data.preprocessing.item_text_dim),
+        "item_image_dim": float(data.preprocessing.item_image_dim),
+        "user_text_dim": float(data.preprocessing.user_text_dim),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        _publish(write_artifact(trained, Path(tmp) / MODEL_DIR, metrics), target)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    context.log.info(f"two-tower: validation recall@10 {metrics['validation_recall_at_10']:.4f} "
+                     f"after {len(trained.history)} epochs on {torch_device}")
+    return dg.MaterializeResult(metadata={
+        **metrics,
+        "device": torch_device,
+        "path": dg.MetadataValue.path(str(target)),
+        "training_curve": _training_plot(trained.history),
+        "config": dg.MetadataValue.json(training.to_dict()),
+    })
+
+
+@dg.asset_check(
+    asset=two_tower_model,
+    blocking=True,
+    additional_ins={name: dg.AssetIn(name) for name in (
+        "interaction_splits", "users", "items", "item_text_embeddings", "user_text_embeddings", "item_clip_embeddings")},
+    description="Blocking release gate: the model's test recall@10 must be above popularity's.",
+)
+def two_tower_beats_popularity(
+    artifacts: ArtifactStore,
+    interaction_splits: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    item_text_embeddings: pd.DataFrame,
+    user_text_embeddings: pd.DataFrame,
+    item_clip_embeddings: pd.DataFrame,
+) -> dg.AssetCheckResult:
+    configure_torch_threads()
+    encoder, local = _load_encoder(artifacts)
+    try:
+        side = {"item_text_embeddings": item_text_embeddings, "user_text_embeddings": user_text_embeddings,
+                "item_clip_embeddings": item_clip_embeddings}
+        gate = popularity_gate(encoder, users, items, interaction_splits, **side)
+    finally:
+        if local is not None:
+            local.cleanup()
+    return dg.AssetCheckResult(
+        passed=bool(gate["passed"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"two_tower_recall_at_10": gate["two_tower_recall_at_10"],
+                  "popularity_recall_at_10": gate["popularity_recall_at_10"]},
+    )
+
+
+@dg.asset(
+    group_name="model",
+    code_version=MODEL_VERSION,
+    deps=[two_tower_model],
+    description="Test-split recall@10, NDCG@10 and coverage of the two-tower against popularity, EASE and (synthetic) the oracle.",
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    artifacts: ArtifactStore,
+    interaction_splits: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    item_text_embeddings: pd.DataFrame,
+    user_text_embeddings: pd.DataFrame,
+    item_clip_embeddings: pd.DataFrame,
+) -> dg.MaterializeResult:
+    configure_torch_threads()
+    encoder, local = _load_encoder(artifacts)
+    oracle = _matching_oracle(artifacts, users, items, context)
+    try:
+        results = compare_with_baselines(encoder, users, items, interaction_splits, item_text_embeddings,
+                                         user_text_embeddings, item_clip_embeddings, oracle=oracle)
+    finally:
+        if local is not None:
+            local.cleanup()
+    flat = {f"{model}_{metric}": float(value) for model, values in results.items() for metric, value in values.items()
+            if metric != "evaluated_users"}
+    storage.write_bytes(json.dumps(results, indent=2).encode(), artifacts.path("model_evaluation", "metrics.json"))
+    return dg.MaterializeResult(metadata={
+        **flat,
+        "evaluated_users": float(results["two_tower"]["evaluated_users"]),
+        "baselines": dg.MetadataValue.md(baseline_table(results)),
+    })
+
+
+def _matching_oracle(artifacts: ArtifactStore, users: pd.DataFrame, items: pd.DataFrame, context):
+    """The synthetic generator's oracle when the current data came from it, else None."""
+    directory = artifacts.path("synthetic_truth")
+    if not (directory / "oracle.json").exists():
+        return None
+    from rec_core.generation.synthetic import OracleScorer
+
+    oracle = OracleScorer.load(directory)
+    if set(map(str, oracle.item_ids)) != set(items["item_id"].astype(str)) or \
+            not set(users["user_id"].astype(str)) <= set(map(str, oracle.user_ids)):
+        context.log.info("synthetic_truth does not describe the current data; evaluating without the oracle")
+        return None
+    return oracle
