@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from rec_core import storage
+from rec_core.embeddings import checkpoint_directory, clear_checkpoint
 
 
 def _default_root() -> str:
@@ -109,6 +110,8 @@ class TableIOManager(dg.ConfigurableIOManager):
             return
         path = self._path(context.asset_key)
         storage.write_parquet(obj, path)
+        # Encoding checkpoints of this table are obsolete only now that the table is safely written.
+        clear_checkpoint(checkpoint_directory(self.root or _default_root(), context.asset_key.path[-1]))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:

@@ -110,6 +110,7 @@ class Checkpoint:
     directory: str | os.PathLike  # folder of part files, e.g. `<root>/checkpoints/<table>`; removed when the update completes
     every_s: float = 30.0  # encoding seconds between parts: a kill loses at most about this much work
     chunk_rows: int = 1024  # rows per encoder call while checkpointing; a part may follow each call
+    clear_when_done: bool = True  # False: the caller clears it after persisting the table (e.g. an IO manager)
 
 
 def read_checkpoint(directory) -> pd.DataFrame | None:
@@ -125,6 +126,11 @@ def read_checkpoint(directory) -> pd.DataFrame | None:
         if frame is not None:
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def checkpoint_directory(root, table_name: str):
+    """Where an embedding table named `table_name` under an artifact root keeps its checkpoint."""
+    return storage.as_path(root) / "checkpoints" / table_name
 
 
 def clear_checkpoint(directory) -> None:
@@ -183,7 +189,7 @@ def update_embeddings(
                                                                     input_hash, rows, dimension))
     table = _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, np.arange(n), dimension=None)
     rows_encoded = len(np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()])))
-    if checkpoint is not None:
+    if checkpoint is not None and checkpoint.clear_when_done:
         clear_checkpoint(checkpoint.directory)
     return EmbeddingUpdate(table=table, dimension=dimension, encoded=rows_encoded, reused=n - rows_encoded,
                            encoded_vectors=n_todo, encode_seconds=seconds)

@@ -17,6 +17,7 @@ from rec_core.embeddings import (
     INPUT_HASH,
     MODEL_ID,
     Checkpoint,
+    checkpoint_directory,
     EmbeddingUpdate,
     embedding_matrix,
     embedding_table,
@@ -48,6 +49,12 @@ def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
     }
 
 
+def _checkpoint(artifacts: ArtifactStore, table_name: str) -> Checkpoint:
+    """Encoding progress is saved while running; TableIOManager clears it once the table is written,
+    so a kill between encoding and writing still keeps the work."""
+    return Checkpoint(checkpoint_directory(artifacts.resolved_root(), table_name), clear_when_done=False)
+
+
 @dg.asset(
     group_name="embeddings",
     code_version="1",
@@ -64,7 +71,7 @@ def item_text_embeddings(
         {"name_embedding": items["product_name"], "description_embedding": items["about_product"]},
         encoder,
         previous=read_previous(artifacts.path("item_text_embeddings.parquet")),
-        checkpoint=Checkpoint(artifacts.path("checkpoints", "item_text_embeddings")),
+        checkpoint=_checkpoint(artifacts, "item_text_embeddings"),
     )
     table = embedding_table(update.table, ["name_embedding", "description_embedding"], update.dimension)
     return dg.Output(table, metadata=_metadata(update, encoder.model_id))
@@ -88,7 +95,7 @@ def user_text_embeddings(
         {"preferences_embedding": sentences},
         encoder,
         previous=read_previous(artifacts.path("user_text_embeddings.parquet")),
-        checkpoint=Checkpoint(artifacts.path("checkpoints", "user_text_embeddings")),
+        checkpoint=_checkpoint(artifacts, "user_text_embeddings"),
     )
     table = embedding_table(update.table, ["preferences_embedding"], update.dimension)
     return dg.Output(
@@ -127,7 +134,7 @@ def item_clip_embeddings(
         encoder,
         "clip_embedding",
         previous=read_previous(artifacts.path("item_clip_embeddings.parquet")),
-        checkpoint=Checkpoint(artifacts.path("checkpoints", "item_clip_embeddings")),
+        checkpoint=_checkpoint(artifacts, "item_clip_embeddings"),
     )
     table = embedding_table(update.table, ["clip_embedding"], update.dimension)
     return dg.Output(table, metadata={**_metadata(update, encoder.model_id), "status": "enabled"})
