@@ -117,7 +117,9 @@ def test_executor_follows_the_environment(monkeypatch):
     assert executor_for_environment() is k8s_job_executor
     monkeypatch.setenv("REC_EXECUTOR", "multiprocess")
     executor = executor_for_environment()
-    assert executor.executor_config["start_method"]["forkserver"]["preload_modules"] == ["rec_assets"]
+    assert executor.name == "multiprocess_forkserver"
+    resolved = executor.apply_config_mapping({}).value["config"]   # the configured defaults
+    assert resolved["start_method"]["forkserver"]["preload_modules"] == ["rec_assets"]
     monkeypatch.setenv("REC_EXECUTOR", "spark")
     with pytest.raises(ValueError, match="REC_EXECUTOR"):
         executor_for_environment()
