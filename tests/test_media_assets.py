@@ -91,8 +91,9 @@ def test_tiny_diffusers_pipeline_draws_seeded_images(tmp_path, dataset, tiny_pip
     assert all(image_backend(p) == "diffusers" and Image.open(p).size == (32, 32) for p in first)
     generate_images(items.iloc[[2, 0]], tmp_path / "b", _tiny_diffusers(tiny_pipeline_dir))  # other batches
     for item_id in items["item_id"].iloc[[0, 2]]:
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a" / image_filename(item_id))),
-                                      np.asarray(Image.open(tmp_path / "b" / image_filename(item_id))))
+        # Same seed per item whatever the batch; float sums in another batch shape may round one level off.
+        np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "a" / image_filename(item_id))).astype(int),
+                                   np.asarray(Image.open(tmp_path / "b" / image_filename(item_id))).astype(int), atol=2)
 
 
 def test_diffusers_replaces_placeholders_only_when_asked(tmp_path, dataset, tiny_pipeline_dir):

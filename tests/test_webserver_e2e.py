@@ -19,6 +19,11 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 SMALL_CONFIG = REPO / "configs" / "small.yaml"
+REQUIRED_ASSETS = (
+    "users", "items", "interactions", "interaction_splits", "product_images", "item_text_embeddings",
+    "user_text_embeddings", "item_clip_embeddings", "two_tower_model", "model_evaluation", "item_embeddings",
+    "user_embeddings", "item_index", "user_recommendations", "feast_registry", "feast_online_features",
+)
 
 
 def _free_port() -> int:
@@ -79,17 +84,28 @@ def test_graphql_launch_materializes_the_graph(webserver):
             break
         time.sleep(3)
     assert status is not None and status.value == "SUCCESS", status
+    # The run's steps ran in their own processes (multiprocess executor): the artifacts crossed them.
     artifacts = webserver["artifacts"]
-    for name in ("users.parquet", "interaction_splits.parquet"):
+    for name in ("users.parquet", "interaction_splits.parquet", "user_recommendations.parquet"):
         assert (artifacts / name).exists(), name
+    assert (artifacts / "item_index").is_dir() and (artifacts / "two_tower_model" / "model.safetensors").exists()
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(webserver["home"])) as instance:
+        materialized = {k.to_user_string() for k in instance.get_asset_keys()}
+        step_pids = {r.dagster_event.pid for r in instance.all_logs(run_id)
+                     if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_START"}
+    assert set(REQUIRED_ASSETS) <= materialized, set(REQUIRED_ASSETS) - materialized
+    assert len(step_pids) > 1, "steps should run in separate processes"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_chromium_shows_the_asset_graph(webserver, tmp_path):
     command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000", "--dump-dom",
-               f"{webserver['url']}/assets"]
+               # A tall window: the catalog renders only the rows in view.
+               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,4000", "--virtual-time-budget=30000",
+               "--dump-dom", f"{webserver['url']}/assets"]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
-    for asset in ("users", "interaction_splits", "two_tower_model", "item_index"):
-        assert asset in dom, f"{asset} not on the assets page"
+    missing = [asset for asset in REQUIRED_ASSETS if f">{asset}<" not in dom]
+    assert not missing, f"not on the assets page: {missing}"
