@@ -39,6 +39,7 @@ def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int
     run_config = {"ops": {"source_tables": {"config": {"n_users": n_users, "n_items": n_items,
                                                         "n_interactions": n_interactions}}}}
     results: dict[str, float] = {}
+    (workdir / "home").mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test(temp_dir=str(workdir / "home")) as instance:
         main = defs.get_job_def("main_job")
         start = time.perf_counter()

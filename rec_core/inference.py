@@ -11,6 +11,7 @@ and JSON, so loading never unpickles:
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -86,12 +87,27 @@ class TwoTowerEncoder:
         self.device = device
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "cpu") -> "TwoTowerEncoder":
-        """Reads model.safetensors + model_config.json + preprocessing.json (no pickle)."""
-        model_dir = Path(model_dir)
-        missing = [name for name in (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING) if not (model_dir / name).is_file()]
+    def load(cls, model_dir, device: str = "cpu") -> "TwoTowerEncoder":
+        """Reads model.safetensors + model_config.json + preprocessing.json (no pickle).
+
+        `model_dir` may be on object storage (`s3://...`): the three files are fetched to a
+        temporary local folder first, since safetensors maps weights from a local file.
+        """
+        from rec_core import storage
+
+        location = storage.as_path(model_dir)
+        missing = [name for name in (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING) if not (location / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{model_dir}: not a two-tower artifact, missing {', '.join(missing)}")
+        if not storage.is_remote(model_dir):
+            return cls._load_local(Path(location), device)
+        with tempfile.TemporaryDirectory() as local:
+            for name in (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING):
+                (Path(local) / name).write_bytes((location / name).read_bytes())
+            return cls._load_local(Path(local), device)
+
+    @classmethod
+    def _load_local(cls, model_dir: Path, device: str) -> "TwoTowerEncoder":
         config = TwoTowerConfig(**json.loads((model_dir / MODEL_CONFIG).read_text()))
         model = TwoTower(config)
         load_model(model, str(model_dir / MODEL_WEIGHTS), strict=True, device="cpu")

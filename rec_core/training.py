@@ -108,6 +108,7 @@ class TrainedTwoTower:
     best_epoch: int
     train_seconds: float
     examples_seen: int
+    resumed_from_epoch: int = 0  # epochs restored from a checkpoint at the start (0 = a fresh run)
 
 
 def prepare_training_data(
@@ -293,6 +294,7 @@ def train_two_tower(
     checkpoint = _Checkpoint(checkpoint_dir, _fingerprint(config, data)) if checkpoint_dir else None
     if checkpoint is not None:
         state = checkpoint.load(model, best, optimizer) or state
+    resumed_from_epoch = state["epoch"]
 
     bar = tqdm(total=config.max_epochs, initial=state["epoch"], desc="two-tower", unit="epoch", disable=not progress)
     while state["epoch"] < config.max_epochs and state["bad_epochs"] < config.patience:
@@ -326,7 +328,7 @@ def train_two_tower(
         bar.set_postfix(loss=f"{loss_sum / max(batches, 1):.3f}", **{f"val_recall@{k}": f"{recall:.4f}"})
     bar.close()
     return TrainedTwoTower(best.cpu().eval(), data.preprocessing, config, state["history"], state["best_epoch"],
-                           state["seconds"], state["examples_seen"])
+                           state["seconds"], state["examples_seen"], resumed_from_epoch)
 
 
 def _batch_loss(model: TwoTower, users: UserFeatures, items: ItemFeatures, history_table: torch.Tensor,
@@ -358,11 +360,11 @@ def validation_recall(model: TwoTower, data: TrainingData, device: str, k: int) 
     return ranking_metrics(lambda rows: (user_vectors[rows] @ item_vectors.T).cpu().numpy(), data.validation, k)[f"recall_at_{k}"]
 
 
-def write_artifact(trained: TrainedTwoTower, directory: str | Path, metrics: dict[str, float] | None = None) -> Path:
-    """Writes the serving artifact atomically: safetensors weights and JSON configs, no pickle."""
+def write_artifact(trained: TrainedTwoTower, directory, metrics: dict[str, float] | None = None):
+    """Writes the serving artifact atomically (local) or file by file (object storage):
+    safetensors weights and JSON configs, no pickle. Returns `directory`."""
     from rec_core.storage import atomic_directory
 
-    directory = Path(directory)
     with atomic_directory(directory) as staging:
         save_model(trained.model, str(staging / MODEL_WEIGHTS))
         (staging / MODEL_CONFIG).write_text(json.dumps(trained.model.config.to_dict(), indent=2))

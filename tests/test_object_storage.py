@@ -51,3 +51,22 @@ def test_directory_artifacts_on_object_storage(bucket):
     remote = as_path(f"{bucket}/model")
     assert (remote / "model_config.json").read_text() == '{"dim": 8}'
     assert (remote / "sub" / "weights.bin").read_bytes() == b"\x00\x01"
+
+
+def test_model_artifact_on_object_storage(bucket, small_dataset):
+    """The two-tower is written to and loaded from object storage as from a local folder."""
+    import numpy as np
+
+    from rec_core.data.splits import split_interactions
+    from rec_core.inference import TwoTowerEncoder
+    from rec_core.training import TrainingConfig, prepare_training_data, train_two_tower, write_artifact
+
+    config = TrainingConfig(max_epochs=2, seed=0)
+    splits = split_interactions(small_dataset.interactions, method="time")
+    trained = train_two_tower(prepare_training_data(small_dataset.users, small_dataset.items, splits, config=config),
+                              config, progress=False)
+    write_artifact(trained, f"{bucket}/two_tower_model", {"validation_recall_at_10": 0.1})
+    remote = TwoTowerEncoder.load(f"{bucket}/two_tower_model")
+    _, expected = TwoTowerEncoder(trained.model, trained.preprocessing).encode_items(small_dataset.items)
+    _, loaded = remote.encode_items(small_dataset.items)
+    np.testing.assert_allclose(loaded, expected, atol=1e-6)

@@ -22,14 +22,15 @@ from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.metadata import png_markdown
 from rec_assets.resources import ArtifactStore, DeviceResource
 from rec_core import storage
+from rec_core.data.paths import id_hash
 from rec_core.evaluation import baseline_table, compare_with_baselines, popularity_gate
 from rec_core.inference import TwoTowerEncoder
 from rec_core.models import TwoTowerConfig
 from rec_core.preprocessing import PreprocessingConfig
+from rec_core.serving import MODEL_DIR
 from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, train_two_tower, write_artifact
 
 MODEL_VERSION = "1"
-MODEL_DIR = "two_tower_model"
 
 
 class TwoTowerTrainingConfig(dg.Config):
@@ -91,27 +92,6 @@ def _training_plot(history: list[dict]) -> dg.MetadataValue:
     return value
 
 
-def _publish(local_dir: Path, target) -> None:
-    """Moves a finished local artifact directory to the artifact store (atomic locally, file by file remotely)."""
-    if storage.is_remote(target):
-        for file in sorted(local_dir.iterdir()):
-            storage.write_bytes(file.read_bytes(), target / file.name)
-        return
-    with storage.atomic_directory(target) as staging:
-        for file in local_dir.iterdir():
-            shutil.copy2(file, staging / file.name)
-
-
-def _load_encoder(artifacts: ArtifactStore, device: str = "cpu") -> tuple[TwoTowerEncoder, Optional[tempfile.TemporaryDirectory]]:
-    target = artifacts.path(MODEL_DIR)
-    if not storage.is_remote(target):
-        return TwoTowerEncoder.load(target, device=device), None
-    local = tempfile.TemporaryDirectory()
-    for name in ("model.safetensors", "model_config.json", "preprocessing.json"):
-        (Path(local.name) / name).write_bytes((target / name).read_bytes())
-    return TwoTowerEncoder.load(local.name, device=device), local
-
-
 @dg.asset(
     group_name="model",
     code_version=MODEL_VERSION,
@@ -136,9 +116,11 @@ def two_tower_model(
     side = _side_inputs(config.use_text, config.use_images, item_text_embeddings, user_text_embeddings, item_clip_embeddings)
     data = prepare_training_data(users, items, interaction_splits, config=training, **side)
     target = artifacts.path(MODEL_DIR)
-    # checkpoints live on local disk: an interrupted run resumes from its last finished epoch
-    checkpoints = Path(tempfile.gettempdir()) / "rec_two_tower_checkpoints" if storage.is_remote(target) else \
-        Path(str(artifacts.path("two_tower_checkpoints")))
+    # Checkpoints live on local disk (beside the artifacts, or in a temp folder named after a remote root):
+    # an interrupted run resumes from its last finished epoch.
+    root = artifacts.resolved_root()
+    checkpoints = (Path(tempfile.gettempdir()) / f"rec_two_tower_checkpoints-{id_hash(root)}" if storage.is_remote(root)
+                   else Path(root) / "two_tower_checkpoints")
     trained = train_two_tower(data, training, device=torch_device, checkpoint_dir=checkpoints, progress=False)
     best = max(trained.history, key=lambda h: h["validation_recall_at_10"])
     metrics = {
@@ -152,8 +134,7 @@ def two_tower_model(
         "item_image_dim": float(data.preprocessing.item_image_dim),
         "user_text_dim": float(data.preprocessing.user_text_dim),
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        _publish(write_artifact(trained, Path(tmp) / MODEL_DIR, metrics), target)
+    write_artifact(trained, target, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
     context.log.info(f"two-tower: validation recall@10 {metrics['validation_recall_at_10']:.4f} "
                      f"after {len(trained.history)} epochs on {torch_device}")
@@ -183,14 +164,9 @@ def two_tower_beats_popularity(
     item_clip_embeddings: pd.DataFrame,
 ) -> dg.AssetCheckResult:
     configure_torch_threads()
-    encoder, local = _load_encoder(artifacts)
-    try:
-        side = {"item_text_embeddings": item_text_embeddings, "user_text_embeddings": user_text_embeddings,
-                "item_clip_embeddings": item_clip_embeddings}
-        gate = popularity_gate(encoder, users, items, interaction_splits, **side)
-    finally:
-        if local is not None:
-            local.cleanup()
+    encoder = TwoTowerEncoder.load(artifacts.path(MODEL_DIR))
+    gate = popularity_gate(encoder, users, items, interaction_splits, item_text_embeddings=item_text_embeddings,
+                           user_text_embeddings=user_text_embeddings, item_clip_embeddings=item_clip_embeddings)
     return dg.AssetCheckResult(
         passed=bool(gate["passed"]),
         severity=dg.AssetCheckSeverity.ERROR,
@@ -216,14 +192,10 @@ def model_evaluation(
     item_clip_embeddings: pd.DataFrame,
 ) -> dg.MaterializeResult:
     configure_torch_threads()
-    encoder, local = _load_encoder(artifacts)
+    encoder = TwoTowerEncoder.load(artifacts.path(MODEL_DIR))
     oracle = _matching_oracle(artifacts, users, items, context)
-    try:
-        results = compare_with_baselines(encoder, users, items, interaction_splits, item_text_embeddings,
-                                         user_text_embeddings, item_clip_embeddings, oracle=oracle)
-    finally:
-        if local is not None:
-            local.cleanup()
+    results = compare_with_baselines(encoder, users, items, interaction_splits, item_text_embeddings,
+                                     user_text_embeddings, item_clip_embeddings, oracle=oracle)
     flat = {f"{model}_{metric}": float(value) for model, values in results.items() for metric, value in values.items()
             if metric != "evaluated_users"}
     storage.write_bytes(json.dumps(results, indent=2).encode(), artifacts.path("model_evaluation", "metrics.json"))

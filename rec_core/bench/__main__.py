@@ -36,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(f"rec_core.bench.{name}")
         print(f"== {name}", file=sys.stderr, flush=True)
-        results.update(module.run(rest if args.name != "all" else []))
+        part = module.run(rest if args.name != "all" else [])
+        print(_format(part), file=sys.stderr, flush=True)
+        results.update(part)
+        if args.json:  # written after each benchmark, so a later failure keeps the earlier results
+            write_bytes(json.dumps(results, indent=2).encode(), args.json)
     print(_format(results))
-    if args.json:
-        write_bytes(json.dumps(results, indent=2).encode(), args.json)
     return 0
 
 
