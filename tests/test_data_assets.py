@@ -80,3 +80,14 @@ def test_movielens_source(tmp_path):
     )
     assert result.success
     assert read_parquet(tmp_path / "source_interactions.parquet").num_rows == 100836
+
+
+def test_splits_check_fails_when_an_interaction_is_lost(small_dataset):
+    from rec_assets.assets.data import splits_complete
+    from rec_core.data.splits import split_interactions
+
+    splits = split_interactions(small_dataset.interactions)
+    ok = splits_complete(interaction_splits=splits, interactions=small_dataset.interactions)
+    assert ok.passed
+    lost = splits_complete(interaction_splits=splits.iloc[1:], interactions=small_dataset.interactions)
+    assert not lost.passed and lost.metadata["same_interactions"].value is False

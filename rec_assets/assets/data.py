@@ -162,8 +162,13 @@ def interactions_reference_known_entities(interactions: pd.DataFrame, users: pd.
     return dg.AssetCheckResult(passed=True)
 
 
-@dg.asset_check(asset="interaction_splits", description="Every split is present and no interaction is lost.")
-def splits_complete(interaction_splits: pd.DataFrame) -> dg.AssetCheckResult:
+@dg.asset_check(asset="interaction_splits", additional_ins={"interactions": dg.AssetIn("interactions")},
+                description="Train and test are present and every interaction is in exactly one split.")
+def splits_complete(interaction_splits: pd.DataFrame, interactions: pd.DataFrame) -> dg.AssetCheckResult:
     present = set(interaction_splits["split"].unique())
-    return dg.AssetCheckResult(passed={"train", "test"} <= present,
-                               metadata={"splits": ", ".join(sorted(present)), "rows": len(interaction_splits)})
+    same_rows = (len(interaction_splits) == len(interactions)
+                 and interaction_splits["interaction_id"].is_unique
+                 and set(interaction_splits["interaction_id"]) == set(interactions["interaction_id"]))
+    return dg.AssetCheckResult(passed={"train", "test"} <= present and same_rows,
+                               metadata={"splits": ", ".join(sorted(present)), "rows": len(interaction_splits),
+                                         "interactions": len(interactions), "same_interactions": same_rows})
