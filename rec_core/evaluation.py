@@ -240,7 +240,7 @@ def compare_with_baselines(encoder, users: pd.DataFrame, items: pd.DataFrame, sp
                                                       user_text_embeddings, item_clip_embeddings), test, k),
         "popularity": ranking_metrics(popularity_scorer(train, test), test, k),
     }
-    ease, validation_recalls = tune_ease(train, validation, k, ease_lambdas)
+    ease, _ = tune_ease(train, validation, k, ease_lambdas)  # the recall per lambda is in tune_ease's result
     results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {"ease_lambda": ease.regularization}
     if oracle is not None:
         results["oracle"] = ranking_metrics(oracle_scorer(oracle, test), test, k)

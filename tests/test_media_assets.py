@@ -8,7 +8,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 from PIL import Image

@@ -6,7 +6,6 @@ from PIL import Image
 
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.resources import ArtifactStore, DeviceResource
-from rec_core import storage
 from rec_core.generation.generate_images import (
     DEFAULT_DIFFUSION_MODEL,
     ImageGenerationConfig,

@@ -243,7 +243,7 @@ def _make_items(cfg: GeneratorConfig, rng: np.random.Generator):
     bias = cfg.w_pop * popularity + cfg.w_quality * quality + cfg.w_new * recency
     log_price = np.log1p(discounted)
     log_price = (log_price - log_price.mean()) / (log_price.std() + 1e-9)
-    return items, item_factors, item_mid, bias, log_price, arrival_s, mid_centroids, mids, popularity, leaf_list, item_leaf
+    return items, item_factors, item_mid, bias, log_price, arrival_s, mid_centroids, mids, popularity
 
 
 def _make_users(cfg: GeneratorConfig, rng: np.random.Generator, mid_centroids: np.ndarray, mids: list):
@@ -277,7 +277,7 @@ def _make_users(cfg: GeneratorConfig, rng: np.random.Generator, mid_centroids: n
         "age": age,
         "gender": gender,
     })
-    return users, user_factors, pref_bonus, stated, price_sens, signup_s
+    return users, user_factors, pref_bonus, price_sens, signup_s
 
 
 SAMPLE_BLOCK = 64  # items per block in two-level sampling
@@ -334,8 +334,8 @@ def generate_dataset(config: GeneratorConfig | None = None, progress: bool = Fal
     """Generates users, items and interactions from the affinity model; deterministic for a seed."""
     cfg = config or GeneratorConfig()
     rng = np.random.default_rng(cfg.seed)
-    items, item_factors, item_mid, item_bias, log_price, arrival_s, mid_centroids, mids, popularity, _, _ = _make_items(cfg, rng)
-    users, user_factors, pref_bonus, stated, price_sens, signup_s = _make_users(cfg, rng, mid_centroids, mids)
+    items, item_factors, item_mid, item_bias, log_price, arrival_s, mid_centroids, mids, popularity = _make_items(cfg, rng)
+    users, user_factors, pref_bonus, price_sens, signup_s = _make_users(cfg, rng, mid_centroids, mids)
     oracle = OracleScorer(
         user_ids=users["user_id"].to_numpy().astype(str), item_ids=items["item_id"].to_numpy().astype(str),
         user_factors=user_factors.astype(np.float32), item_factors=item_factors.astype(np.float32),
