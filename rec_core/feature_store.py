@@ -492,15 +492,9 @@ UPSTREAM_TABLES = ("interactions", *dict.fromkeys(asset for asset, _, _ in PUSHE
 
 def read_upstream_tables(artifact_root: str) -> dict[str, pd.DataFrame]:
     """The upstream asset tables the pushed views copy, from `<artifact root>/<asset>.parquet`."""
-    from rec_core.storage import as_path, read_parquet
+    from rec_core.storage import read_asset_table
 
-    tables = {}
-    for asset in UPSTREAM_TABLES:
-        path = as_path(artifact_root) / f"{asset}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: missing; materialize the '{asset}' asset before the Feast online features")
-        tables[asset] = read_parquet(path).to_pandas()
-    return tables
+    return {asset: read_asset_table(artifact_root, asset) for asset in UPSTREAM_TABLES}
 
 
 def write_feast_sources(

@@ -54,7 +54,7 @@ from rec_core.filtering import (
     parse_filters,
 )
 from rec_core.index import REPORT_FILE, ItemIndex
-from rec_core.storage import as_path, read_parquet
+from rec_core.storage import as_path, read_asset_table, read_parquet
 
 ITEM_INDEX_DIR = "item_index"
 MODEL_DIR = "two_tower_model"
@@ -247,19 +247,21 @@ class _ServingState:
     def read(cls, root, config: "RecommenderConfig", feature_source: FeatureSource | None) -> "_ServingState":
         """Reads an artifact root (`<root>/items.parquet`, `<root>/item_index/`, ...); with `feature_source`
         None, the in-memory one is built from `user_embeddings`, `users` and `interactions`."""
-        items = _read_table(root, "items", required=True)
+        items = read_asset_table(root, "items")
         index = ItemIndex.load(root / ITEM_INDEX_DIR)
         if feature_source is None:
-            user_embeddings = _read_table(root, "user_embeddings", required=True)
+            user_embeddings = read_asset_table(root, "user_embeddings")
             feature_source = InMemoryFeatureSource.from_tables(
-                user_embeddings, _read_table(root, "users"), _read_table(root, "interactions"))
+                user_embeddings, read_asset_table(root, "users", required=False),
+                read_asset_table(root, "interactions", required=False))
         encoder, model_dir = None, root / MODEL_DIR
         if model_dir.exists():
             from rec_core.inference import TwoTowerEncoder
 
             encoder = TwoTowerEncoder.load(model_dir, device=config.device)
-        return cls.build(items, index, feature_source, config, encoder, _read_table(root, "item_text_embeddings"),
-                         _read_table(root, "item_clip_embeddings"), str(model_dir))
+        return cls.build(items, index, feature_source, config, encoder,
+                         read_asset_table(root, "item_text_embeddings", required=False),
+                         read_asset_table(root, "item_clip_embeddings", required=False), str(model_dir))
 
 
 class Recommender:
@@ -747,15 +749,6 @@ def _filtered_top(index: faiss.Index, query: np.ndarray, k: int, keep) -> list[t
 
 
 # ---- loading helpers -----------------------------------------------------------------------
-def _read_table(root, name: str, required: bool = False) -> pd.DataFrame | None:
-    path = root / f"{name}.parquet"
-    if not path.exists():
-        if required:
-            raise FileNotFoundError(f"{path}: missing; materialize the '{name}' asset first")
-        return None
-    return read_parquet(path).to_pandas()
-
-
 def _aligned_items(items: pd.DataFrame, item_ids: list[str]) -> pd.DataFrame:
     """The item rows in index order; every indexed item must be in the item table."""
     by_id = items.drop_duplicates("item_id", keep="last")

@@ -135,6 +135,17 @@ def read_parquet(path: str | os.PathLike) -> pa.Table:
         return pq.read_table(io.BytesIO(fh.read()) if is_remote(path) else fh)
 
 
+def read_asset_table(root: str | os.PathLike, name: str, required: bool = True) -> pd.DataFrame | None:
+    """The table an asset stored as `<root>/<name>.parquet`; when absent, None if optional, else an
+    error naming the file and the asset to materialize."""
+    path = as_path(root) / f"{name}.parquet"
+    if not path.exists():
+        if required:
+            raise FileNotFoundError(f"{path}: missing; materialize the '{name}' asset first")
+        return None
+    return read_parquet(path).to_pandas()
+
+
 def read_input_table(path: str | os.PathLike, kind: str) -> pa.Table:
     """Reads a user-supplied parquet or CSV file and validates it as `kind`.
 
