@@ -47,6 +47,12 @@ def embedding_matrix(frame: pd.DataFrame, column: str) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in frame[column].to_numpy()])
 
 
+def fixed_size_vectors(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    """A float32 matrix [n, dimension] as an Arrow column of fixed-size lists, the vector type parquet keeps."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), matrix.shape[1])
+
+
 def embedding_table(frame: pd.DataFrame, vector_columns: Sequence[str], dimension: int) -> pa.Table:
     """`frame` as an Arrow table whose vector columns are `fixed_size_list<float32>[dimension]`.
 
@@ -56,8 +62,7 @@ def embedding_table(frame: pd.DataFrame, vector_columns: Sequence[str], dimensio
     columns = {}
     for name in frame.columns:
         if name in vector_columns:
-            matrix = embedding_matrix(frame, name).reshape(len(frame), dimension)  # [n, dimension]
-            columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dimension)
+            columns[name] = fixed_size_vectors(embedding_matrix(frame, name).reshape(len(frame), dimension))
         else:
             columns[name] = pa.array(frame[name].to_numpy(), pa.string())
     return pa.table(columns)

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from rec_core.embeddings import preference_sentence
+from rec_core.embeddings import fixed_size_vectors, preference_sentence
 from rec_core.filtering import (
     Available,
     ExcludeInteracted,
@@ -636,9 +636,7 @@ def vector_table(key: str, ids: Sequence[str], vectors: np.ndarray) -> pa.Table:
 
     An Arrow table rather than a DataFrame: pandas cannot keep the fixed-size list type through parquet.
     """
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # [n, dim]
-    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
-    return pa.table({key: pa.array([str(i) for i in ids], pa.string()), "embedding": embedding})
+    return pa.table({key: pa.array([str(i) for i in ids], pa.string()), "embedding": fixed_size_vectors(vectors)})
 
 
 def model_version(model_dir: str | os.PathLike) -> str:
