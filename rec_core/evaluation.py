@@ -221,6 +221,19 @@ def two_tower_scorer(encoder, users: pd.DataFrame, items: pd.DataFrame, task: Ra
     return lambda rows: user_vectors[rows] @ item_vectors.T
 
 
+def _two_tower_and_popularity(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
+                              item_text_embeddings, user_text_embeddings, item_clip_embeddings, k: int):
+    """(train rows, test task, {"two_tower": metrics, "popularity": metrics}) on the test split."""
+    train = splits[splits["split"] == "train"]
+    test = build_ranking_task(splits, items["item_id"].astype(str).tolist(), "test")
+    results = {
+        "two_tower": ranking_metrics(two_tower_scorer(encoder, users, items, test, item_text_embeddings,
+                                                      user_text_embeddings, item_clip_embeddings), test, k),
+        "popularity": ranking_metrics(popularity_scorer(train, test), test, k),
+    }
+    return train, test, results
+
+
 def compare_with_baselines(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
                            item_text_embeddings: pd.DataFrame | None = None,
                            user_text_embeddings: pd.DataFrame | None = None,
@@ -231,15 +244,9 @@ def compare_with_baselines(encoder, users: pd.DataFrame, items: pd.DataFrame, sp
     All models learn from the train split only and rank from the same train + validation
     history, so the comparison is like for like.
     """
-    item_ids = items["item_id"].astype(str).tolist()
-    train = splits[splits["split"] == "train"]
-    test = build_ranking_task(splits, item_ids, "test")
-    validation = build_ranking_task(splits, item_ids, "validation")
-    results = {
-        "two_tower": ranking_metrics(two_tower_scorer(encoder, users, items, test, item_text_embeddings,
-                                                      user_text_embeddings, item_clip_embeddings), test, k),
-        "popularity": ranking_metrics(popularity_scorer(train, test), test, k),
-    }
+    train, test, results = _two_tower_and_popularity(encoder, users, items, splits, item_text_embeddings,
+                                                     user_text_embeddings, item_clip_embeddings, k)
+    validation = build_ranking_task(splits, items["item_id"].astype(str).tolist(), "validation")
     ease, _ = tune_ease(train, validation, k, ease_lambdas)  # the recall per lambda is in tune_ease's result
     results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {"ease_lambda": ease.regularization}
     if oracle is not None:
@@ -254,9 +261,7 @@ def popularity_gate(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: p
 
     The release gate: a model that cannot beat "recommend the bestsellers" must not be served.
     """
-    item_ids = items["item_id"].astype(str).tolist()
-    test = build_ranking_task(splits, item_ids, "test")
-    model = ranking_metrics(two_tower_scorer(encoder, users, items, test, item_text_embeddings, user_text_embeddings,
-                                             item_clip_embeddings), test, k)[f"recall_at_{k}"]
-    popularity = ranking_metrics(popularity_scorer(splits[splits["split"] == "train"], test), test, k)[f"recall_at_{k}"]
+    _, _, results = _two_tower_and_popularity(encoder, users, items, splits, item_text_embeddings,
+                                              user_text_embeddings, item_clip_embeddings, k)
+    model, popularity = results["two_tower"][f"recall_at_{k}"], results["popularity"][f"recall_at_{k}"]
     return {f"two_tower_recall_at_{k}": model, f"popularity_recall_at_{k}": popularity, "passed": float(model > popularity)}
