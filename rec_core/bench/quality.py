@@ -19,7 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def load_named_dataset(spec: str, seed: int):
     """(users, items, interactions, oracle or None) for `synthetic`, `movielens:PATH` or `amazon:PATH`."""
-    from rec_core.data.loaders import load_amazon, load_movielens
+    from rec_core.data.loaders import load_dataset
 
     kind, _, path = spec.partition(":")
     if kind == "synthetic":
@@ -27,10 +27,8 @@ def load_named_dataset(spec: str, seed: int):
 
         dataset = generate_dataset(GeneratorConfig(n_users=2_000, n_items=5_000, n_interactions=100_000, seed=seed))
         return dataset.users, dataset.items, dataset.interactions, dataset.oracle
-    if kind == "movielens" and path:
-        return (*load_movielens(path), None)
-    if kind == "amazon" and path:
-        return (*load_amazon(path), None)
+    if kind in ("movielens", "amazon") and path:
+        return (*load_dataset(path, kind), None)
     raise ValueError(f"unknown dataset '{spec}': use synthetic, movielens:PATH or amazon:PATH")
 
 
