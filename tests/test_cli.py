@@ -46,6 +46,20 @@ def test_materialize_everything_on_a_small_configuration(cli_env):
     [execution] = check.values()
     assert execution.status.value == "SUCCEEDED"
 
+    # The online store serves exactly the user vectors the model produced.
+    import numpy as np
+
+    from rec_core import feature_store as fs
+    from rec_core.embeddings import embedding_matrix
+    from rec_core.storage import read_asset_table
+
+    root = cli_env["REC_ARTIFACT_ROOT"]
+    produced = read_asset_table(root, "user_embeddings")
+    source = fs.FeastFeatureSource(fs.load_feature_store(profile="sqlite", data_dir=fs.default_data_dir(root)))
+    vectors = embedding_matrix(produced, "embedding")
+    for row in (0, len(produced) // 2, len(produced) - 1):
+        assert np.array_equal(source.user_embedding(produced["user_id"].iloc[row]), vectors[row])
+
 
 def test_schedule_and_sensor_are_listed(cli_env):
     assert "nightly_retrain" in _run(["schedule", "list", "-m", "rec_assets"], cli_env)
