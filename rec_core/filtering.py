@@ -16,6 +16,8 @@ top-k for every user), where a rule may offer a vectorized `keep_batch`.
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,10 +81,16 @@ class ItemAttributes:
         if "rating_count" in items:
             self._columns["rating_count"] = pd.to_numeric(items["rating_count"], errors="coerce").fillna(0).to_numpy(np.int64)
         if "arrival_date" in items:
-            arrival = pd.to_datetime(items["arrival_date"], utc=True)
+            arrival = pd.to_datetime(items["arrival_date"], utc=True, errors="coerce")
+            unparsed = int((arrival.isna() & items["arrival_date"].notna()).sum())
+            if unparsed:
+                raise FilterError(f"items: column 'arrival_date' has {unparsed} value(s) that are not dates")
+            # a missing date is NaT, the smallest int64: marked so that 'available' never passes it
             self._columns["arrival_ns"] = arrival.to_numpy("datetime64[ns]").astype(np.int64)
         if "category" in items:
-            self._columns["category"] = items["category"].fillna("").astype(str).str.lower().to_numpy(dtype=object)
+            # lower case, no spaces around '|': the node names preprocessing and the request use
+            category = items["category"].fillna("").astype(str).str.lower().str.replace(r"\s*\|\s*", "|", regex=True)
+            self._columns["category"] = category.str.strip().to_numpy(dtype=object)
         self._category_masks: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -127,6 +135,15 @@ def _utc_ns(moment: datetime | None) -> int:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).value
 
 
+def _require_number(rule: str, option: str, value, optional: bool = False) -> None:
+    """Options arrive from requests as JSON: a string, bool, NaN or list where a number belongs is refused here,
+    not met as a TypeError (or a silently empty result) while filtering."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise FilterError(f"{rule}: {option} must be a number, got {value!r}")
+
+
 class FilterRule(Protocol):
     name: ClassVar[str]  # the rule's name in dict specs and messages
     per_user: ClassVar[bool]  # True when the result depends on the user profile, not only on the item
@@ -149,7 +166,8 @@ class Available:
     per_user: ClassVar[bool] = False
 
     def keep(self, items, rows, profile):
-        keep = items.column("arrival_ns", self.name)[rows] <= _utc_ns(self.as_of)
+        arrival = items.column("arrival_ns", self.name)[rows]
+        keep = (arrival != np.iinfo(np.int64).min) & (arrival <= _utc_ns(self.as_of))  # unknown arrival: not available
         if self.out_of_stock:
             keep &= ~items.has_id(rows, self.out_of_stock)
         return keep
@@ -198,6 +216,12 @@ class CategoryFilter:
     name: ClassVar[str] = "category"
     per_user: ClassVar[bool] = False
 
+    def __post_init__(self):
+        for option in ("include", "exclude"):
+            odd = [v for v in getattr(self, option) if not isinstance(v, str)]
+            if odd:
+                raise FilterError(f"category: {option} holds {odd!r}, which are not category names (strings)")
+
     def keep(self, items, rows, profile):
         keep = np.ones(len(rows), dtype=bool)
         if self.include:
@@ -217,6 +241,8 @@ class PriceRange:
     per_user: ClassVar[bool] = False
 
     def __post_init__(self):
+        _require_number(self.name, "min_price", self.min_price, optional=True)
+        _require_number(self.name, "max_price", self.max_price, optional=True)
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise FilterError(f"price_range: min_price {self.min_price} is above max_price {self.max_price}")
 
@@ -239,6 +265,10 @@ class MinRating:
     keep_unrated: bool = False
     name: ClassVar[str] = "min_rating"
     per_user: ClassVar[bool] = False
+
+    def __post_init__(self):
+        _require_number(self.name, "min_rating", self.min_rating)
+        _require_number(self.name, "min_count", self.min_count)
 
     def keep(self, items, rows, profile):
         rating = items.column("rating", self.name)[rows]

@@ -126,16 +126,17 @@ class FittedPreprocessing:
     ) -> "FittedPreprocessing":
         config = config or PreprocessingConfig()
         positives = train_interactions[train_interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES)]
-        counts = positives["item_id"].value_counts()
-        item_ids = sorted(counts.index[counts >= config.min_item_interactions].astype(str))
+        counts = positives["item_id"].astype(str).value_counts()
+        item_ids = sorted(counts.index[counts >= config.min_item_interactions])
         levels = _category_levels(items["category"], config.category_levels)
         category_vocabularies = [sorted(set(level.dropna())) for level in levels]
         nodes = set(n for path in items["category"] for n in _split_pipe(path))
         nodes |= set(n for prefs in users["preferences"] for n in _split_pipe(prefs))
-        reference_time_s = _unix_seconds(positives["timestamp"]).max() if len(positives) else _unix_seconds(items["arrival_date"]).max()
-        reference_time_s = float(reference_time_s) if np.isfinite(reference_time_s) else 0.0
-        item_numeric = _item_numerical_raw(items, reference_time_s)
-        user_numeric = _user_numerical_raw(users)
+        times = _unix_seconds(positives["timestamp"]) if len(positives) else _unix_seconds(items["arrival_date"])
+        reference_time_s = float(times.max()) if len(times) and np.isfinite(times.max()) else 0.0
+        # statistics from finite values only: one infinite price must not blank the column for every item
+        item_numeric = _finite_or_nan(_item_numerical_raw(items, reference_time_s))
+        user_numeric = _finite_or_nan(_user_numerical_raw(users))
         fitted = cls(
             config=config,
             item_ids=item_ids,
@@ -151,8 +152,8 @@ class FittedPreprocessing:
             user_text_dim=_embedding_dim(user_text_embeddings, "preferences_embedding"),
             reference_time_s=reference_time_s,
         )
-        fitted.item_numerical_mean = [0.0 if math.isnan(v) else v for v in fitted.item_numerical_mean]
-        fitted.user_numerical_mean = [0.0 if math.isnan(v) else v for v in fitted.user_numerical_mean]
+        fitted.item_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.item_numerical_mean]
+        fitted.user_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.user_numerical_mean]
         return fitted
 
     # ---- transforms ---------------------------------------------------------------------
@@ -306,8 +307,12 @@ data_preproccess = data_preprocess
 
 
 # ---- raw feature extraction (before standardization) ---------------------------------------
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
 def _split_pipe(value) -> list[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return []
     return [part.strip() for part in str(value).split("|") if part.strip()]
 
@@ -358,6 +363,10 @@ def _age_bucket(age: pd.Series) -> np.ndarray:
     return np.where(np.isnan(values), 0, bucket).astype(np.int64)
 
 
+def _finite_or_nan(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(values), values, np.nan)
+
+
 def _safe_std(values: np.ndarray) -> list[float]:
     if len(values) == 0:
         return [1.0] * values.shape[1]
@@ -366,12 +375,13 @@ def _safe_std(values: np.ndarray) -> list[float]:
 
 
 def _standardize(values: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    out = (values - np.asarray(mean)) / np.asarray(std)
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    with np.errstate(over="ignore"):
+        out = ((values - np.asarray(mean)) / np.asarray(std)).astype(np.float32)  # beyond float32 range: inf, then 0
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _encode(values: pd.Series, lookup: dict[str, int]) -> np.ndarray:
-    return pd.Series(values, dtype=object).map(lambda v: lookup.get(str(v), 0) if v is not None and v == v else 0).to_numpy(np.int64)
+    return pd.Series(values, dtype=object).map(lambda v: 0 if _is_missing(v) else lookup.get(str(v), 0)).to_numpy(np.int64)
 
 
 def _embedding_dim(table: pd.DataFrame | None, column: str) -> int:
@@ -391,8 +401,10 @@ def _aligned_embeddings(ids: list[str], table: pd.DataFrame | None, key: str, co
     present = rows.notna().to_numpy()
     if present.any():
         values = table[column].to_numpy()[rows[present].to_numpy(np.int64)]
-        stacked = np.stack([np.asarray(v, np.float32) for v in values])
-        if stacked.shape[1] != dim:
-            raise ValueError(f"{column}: embeddings have {stacked.shape[1]} dimensions, the model was fitted with {dim}")
+        sizes = {np.size(v) for v in values}
+        if sizes != {dim}:
+            raise ValueError(f"{column}: embeddings have {', '.join(map(str, sorted(sizes)))} dimensions, the model was fitted with {dim}")
+        stacked = np.stack([np.asarray(v, np.float32).reshape(dim) for v in values])
+        stacked[~np.isfinite(stacked).all(axis=1)] = 0.0  # a corrupt (NaN/inf) vector counts as missing
         out[present] = stacked
     return out

@@ -1,5 +1,6 @@
 """Issue 7: the landing sensor and the nightly schedule."""
 
+import json
 import os
 import time
 
@@ -11,6 +12,7 @@ from rec_assets.assets.data import interactions, source_tables
 from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
 from rec_assets.schedules import nightly_retrain_schedule
 from rec_assets.sensors import interaction_landing_sensor
+from rec_core.data.landing import file_digest, validate_landing_file
 from rec_core.storage import read_parquet
 
 SMALL = {"source": "synthetic", "n_users": 80, "n_items": 200, "n_interactions": 2_000, "seed": 5}
@@ -98,6 +100,38 @@ def test_malformed_and_unfinished_files_are_not_ingested(tmp_path, materialized,
     _age(fresh)
     later = _evaluate(result.cursor)
     assert len(later.run_requests) == 1 and later.run_requests[0].tags["landing_file"] == "still_writing.parquet"
+
+
+def test_truncated_parquet_is_rejected_and_never_ingested(tmp_path, materialized, monkeypatch):
+    """A parquet file cut off halfway (an interrupted upload) is named in the skip reason and adds no rows."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("REC_LANDING_DIR", str(landing))
+    whole = tmp_path / "whole.parquet"
+    _new_events(materialized, 20, "cut-").to_parquet(whole)
+    assert len(validate_landing_file(whole)) == 20   # the complete file is valid: only the truncation is wrong
+    raw = whole.read_bytes()
+    truncated = landing / "cut_short.parquet"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    _age(truncated)
+
+    result = _evaluate()
+    assert not result.run_requests
+    assert "cut_short.parquet" in result.skip_reason.skip_message
+    assert json.loads(result.cursor) == {file_digest(truncated): "rejected"}   # not retried on every tick
+
+    # Even a run forced with the file ingests nothing: it fails, and the stored interactions are unchanged.
+    before = read_parquet(materialized / "interactions.parquet").to_pandas()
+    forced = dg.materialize([source_tables, interactions], resources=_resources(materialized), selection=["interactions"],
+                            run_config={"ops": {"interactions": {"config": {"landing_files": [str(truncated)]}}}},
+                            raise_on_error=False)
+    assert not forced.success
+    failures = [event.step_failure_data.error.to_string() for event in forced.get_step_failure_events()]
+    assert any("cut_short.parquet" in message and "cannot be parsed" in message for message in failures), failures
+    after = read_parquet(materialized / "interactions.parquet").to_pandas()
+    assert len(after) == len(before) and not after["interaction_id"].str.startswith("cut-").any()
+    landed = materialized / "landed_interactions"
+    assert not landed.exists() or not any(landed.iterdir())
 
 
 def test_nightly_schedule_requests_retraining():
