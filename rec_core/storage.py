@@ -9,9 +9,11 @@ paths (`s3://...`) go through universal-pathlib, where a single PUT is already a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -70,8 +72,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yields an empty staging directory; on success it takes the place of `path`.
 
-    The old directory is moved aside before the new one is renamed in, then deleted, so a
-    reader sees either the complete old version or the complete new one.
+    On Linux the two directories are exchanged in one `renameat2(RENAME_EXCHANGE)` call, so the
+    path always names a complete version, even if the process is killed at that moment. Elsewhere
+    the old directory is moved aside just before the new one is renamed in.
     """
     if is_remote(path):
         # Object storage has no rename: each file is uploaded with one PUT (atomic per file).
@@ -93,6 +96,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+        if target.exists() and _exchange(staging, target):
+            return  # `staging` now holds the old version; the finally clause removes it
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         if target.exists():
             os.replace(target, old)
@@ -100,6 +105,28 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swaps two paths with Linux's renameat2; False where that is unavailable."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        errno = ctypes.get_errno()
+        if errno in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: the kernel or file system cannot exchange
+            return False
+        raise OSError(errno, os.strerror(errno), str(b))
+    return True
 
 
 STALE_AFTER_S = 3600.0

@@ -103,3 +103,30 @@ def test_disk_full_keeps_previous_artifacts(tiny_disk):
         with atomic_directory(tiny_disk / "model") as staging:
             (staging / "weights.bin").write_bytes(os.urandom(4_000_000))
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["table.parquet"]
+
+
+def test_directory_swap_always_leaves_a_complete_version(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target) as staging:
+        (staging / "weights.bin").write_bytes(b"old")
+    with atomic_directory(target) as staging:
+        (staging / "weights.bin").write_bytes(b"new")
+    assert (target / "weights.bin").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]   # the old version is gone, nothing half-left
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="renameat2 exchange is Linux-only")
+def test_directory_swap_is_one_exchange_on_linux(tmp_path, monkeypatch):
+    """No move-aside step: with os.replace unusable the swap still happens, as one exchange."""
+    target = tmp_path / "model"
+    with atomic_directory(target) as staging:
+        (staging / "weights.bin").write_bytes(b"old")
+
+    def no_replace(*args):
+        raise AssertionError("the old version was moved aside instead of exchanged")
+
+    monkeypatch.setattr(storage.os, "replace", no_replace)
+    with atomic_directory(target) as staging:
+        (staging / "weights.bin").write_bytes(b"new")
+    assert (target / "weights.bin").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
