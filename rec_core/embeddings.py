@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from rec_core import storage
+from rec_core.data.schema import split_pipe
 
 MODEL_ID = "model_id"
 INPUT_HASH = "input_hash"
@@ -302,7 +303,7 @@ class _EmptyTextsAsZero:
 
 def preference_sentence(preferences: str) -> str:
     """The text embedded for a user: 'Audio|Kitchen' -> 'Interested in Audio, Kitchen'; none -> '' (zero vector)."""
-    nodes = [node.strip() for node in str(preferences or "").split("|") if node.strip()]
+    nodes = split_pipe(preferences)
     return f"Interested in {', '.join(nodes)}" if nodes else ""
 
 

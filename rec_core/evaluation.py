@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from rec_core.data.schema import POSITIVE_INTERACTION_TYPES
+from rec_core.data.schema import positive_interactions
 
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
 """Maps rows of a `RankingTask` (user positions) to scores [len(rows), n_items] over `task.item_ids`."""
@@ -42,10 +42,6 @@ class RankingTask:
     seen: sp.csr_matrix  # [n_users, n_items] binary: the users' input history (never recommended)
     heldout: sp.csr_matrix  # [n_users, n_items] binary: held-out positives
     history: pd.DataFrame  # positive interactions of the input history (all users, for the towers)
-
-
-def positive_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
-    return interactions[interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES)]
 
 
 def build_ranking_task(splits: pd.DataFrame, item_ids: list[str], target: str = "test", max_users: int | None = None,

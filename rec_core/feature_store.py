@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rec_core.data.schema import INTERACTION_TYPES
+from rec_core.data.schema import INTERACTION_TYPES, split_pipe
 from rec_core.storage import is_remote, write_parquet
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -652,7 +652,7 @@ class FeastFeatureSource:
         row = self._user_row([*USER_PROFILE_REFS, *USER_HISTORY_REFS], user_id)
         if all(v is None for v in row.values()):
             return None
-        preferences = tuple(p.strip() for p in str(row["preferences"] or "").split("|") if p.strip())
+        preferences = tuple(split_pipe(row["preferences"]))
         interacted = {ref.split(":")[1].removesuffix("_item_ids"): frozenset(row[ref.split(":")[1]])
                       for ref in USER_HISTORY_REFS if row[ref.split(":")[1]]}
         age = row["age"]

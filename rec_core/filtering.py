@@ -26,6 +26,8 @@ from typing import ClassVar, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from rec_core.data.schema import split_pipe
+
 
 class FilterError(ValueError):
     """A filter that cannot be built or applied (unknown rule, bad option, missing column)."""
@@ -56,7 +58,7 @@ def as_profile(user_profile: UserProfile | Mapping | None) -> UserProfile | None
         raise FilterError(f"user_profile must be a UserProfile or a dict, got {type(user_profile).__name__}")
     preferences = user_profile.get("preferences") or ()
     if isinstance(preferences, str):
-        preferences = [p.strip() for p in preferences.split("|") if p.strip()]
+        preferences = split_pipe(preferences)
     interacted = {str(kind): frozenset(map(str, ids)) for kind, ids in (user_profile.get("interacted") or {}).items()}
     return UserProfile(user_profile.get("user_id"), user_profile.get("age"), user_profile.get("gender"),
                        tuple(str(p) for p in preferences), interacted)

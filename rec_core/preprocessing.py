@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rec_core.data.schema import POSITIVE_INTERACTION_TYPES
+from rec_core.data.schema import positive_interactions, split_pipe
 
 PREPROCESSING_VERSION = 1
 
@@ -125,13 +125,13 @@ class FittedPreprocessing:
         config: PreprocessingConfig | None = None,
     ) -> "FittedPreprocessing":
         config = config or PreprocessingConfig()
-        positives = train_interactions[train_interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES)]
+        positives = positive_interactions(train_interactions)
         counts = positives["item_id"].astype(str).value_counts()
         item_ids = sorted(counts.index[counts >= config.min_item_interactions])
         levels = _category_levels(items["category"], config.category_levels)
         category_vocabularies = [sorted(set(level.dropna())) for level in levels]
-        nodes = set(n for path in items["category"] for n in _split_pipe(path))
-        nodes |= set(n for prefs in users["preferences"] for n in _split_pipe(prefs))
+        nodes = set(n for path in items["category"] for n in split_pipe(path))
+        nodes |= set(n for prefs in users["preferences"] for n in split_pipe(prefs))
         times = _unix_seconds(positives["timestamp"]) if len(positives) else _unix_seconds(items["arrival_date"])
         reference_time_s = float(times.max()) if len(times) and np.isfinite(times.max()) else 0.0
         # statistics from finite values only: one infinite price must not blank the column for every item
@@ -223,9 +223,7 @@ class FittedPreprocessing:
         history = np.zeros((len(user_ids), length), np.int64)
         if interactions is None or len(interactions) == 0 or length == 0:
             return torch.from_numpy(history)
-        frame = interactions.loc[
-            interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES), ["user_id", "item_id", "timestamp"]
-        ].copy()
+        frame = positive_interactions(interactions)[["user_id", "item_id", "timestamp"]].copy()
         frame["row"] = frame["user_id"].astype(str).map(self._lookup_positions(user_ids))
         frame["item"] = self.item_id_index(frame["item_id"].to_numpy())
         frame = frame[frame["row"].notna() & (frame["item"] > 0)]
@@ -273,7 +271,7 @@ class FittedPreprocessing:
 
     def _encode_nodes(self, pipes: pd.Series) -> np.ndarray:
         lookup = self._lookup("nodes", self.category_nodes)
-        encoded = [[lookup.get(n, 0) for n in _split_pipe(p)] for p in pipes]
+        encoded = [[lookup.get(n, 0) for n in split_pipe(p)] for p in pipes]
         encoded = [[i for i in row if i] for row in encoded]
         width = max((len(row) for row in encoded), default=0) or 1
         out = np.zeros((len(encoded), width), np.int64)
@@ -311,15 +309,9 @@ def _is_missing(value) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
-def _split_pipe(value) -> list[str]:
-    if _is_missing(value):
-        return []
-    return [part.strip() for part in str(value).split("|") if part.strip()]
-
-
 def _category_levels(categories: pd.Series, levels: int) -> list[pd.Series]:
     """Taxonomy prefixes of depth 1..levels-1 plus the full path, as strings (None when too shallow)."""
-    paths = [_split_pipe(c) for c in categories]
+    paths = [split_pipe(c) for c in categories]
     columns = []
     for depth in range(1, levels):
         columns.append(pd.Series(["|".join(p[:depth]) if len(p) >= depth else None for p in paths], dtype=object))
@@ -352,7 +344,7 @@ def _user_numerical_raw(users: pd.DataFrame) -> np.ndarray:
     columns = [
         age.fillna(age.mean() if age.notna().any() else 0.0),
         age.isna().astype(float),
-        pd.Series([len(_split_pipe(p)) for p in users["preferences"]], dtype=float),
+        pd.Series([len(split_pipe(p)) for p in users["preferences"]], dtype=float),
     ]
     return np.stack([np.asarray(c, np.float64) for c in columns], axis=1).reshape(len(users), len(USER_NUMERICAL_COLUMNS))
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from rec_core.data.schema import split_pipe
 from rec_core.embeddings import fixed_size_vectors, preference_sentence
 from rec_core.filtering import (
     Available,
@@ -176,7 +177,7 @@ def build_profiles(users: pd.DataFrame | None, interactions: pd.DataFrame | None
             user_id = str(row.user_id)
             age = None if row.age is None or pd.isna(row.age) else int(row.age)
             gender = None if row.gender is None or pd.isna(row.gender) else str(row.gender)
-            preferences = tuple(p.strip() for p in str(row.preferences or "").split("|") if p.strip())
+            preferences = tuple(split_pipe(row.preferences))
             profiles[user_id] = UserProfile(user_id, age, gender, preferences, interacted.get(user_id, {}))
     for user_id, seen in interacted.items():
         profiles.setdefault(user_id, UserProfile(user_id, interacted=seen))

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
-from rec_core.evaluation import RankingTask, build_ranking_task, positive_interactions, ranking_metrics
+from rec_core.data.schema import positive_interactions
+from rec_core.evaluation import RankingTask, build_ranking_task, ranking_metrics
 from rec_core.inference import (
     METRICS,
     MODEL_CONFIG,

@@ -8,6 +8,9 @@ types and nullability. Each field carries its meaning in the schema metadata, wh
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import pyarrow as pa
 
 INTERACTION_TYPES = ("positive_view", "negative_view", "cart", "purchase", "rate")
@@ -77,6 +80,19 @@ SPLIT_VALUES = ("train", "validation", "test")
 SPLITS_SCHEMA = INTERACTIONS_SCHEMA.append(
     _field("split", pa.string(), False, "Which split the interaction belongs to: train, validation or test.")
 )
+
+def positive_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a positive type: what training learns from and evaluation counts as relevant."""
+    return interactions[interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES)]
+
+
+def split_pipe(value) -> list[str]:
+    """The parts of a pipe-separated value (`category` paths, `preferences`), trimmed, empty parts
+    dropped; a missing value (None, NA, NaN) has none."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return [part.strip() for part in str(value).split("|") if part.strip()]
+
 
 SCHEMAS: dict[str, pa.Schema] = {
     "users": USERS_SCHEMA,
