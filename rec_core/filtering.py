@@ -91,7 +91,7 @@ class ItemAttributes:
             self._columns["arrival_ns"] = arrival.to_numpy("datetime64[ns]").astype(np.int64)
         if "category" in items:
             # lower case, no spaces around '|': the node names preprocessing and the request use
-            category = items["category"].fillna("").astype(str).str.lower().str.replace(r"\s*\|\s*", "|", regex=True)
+            category = items["category"].astype("string").fillna("").str.lower().str.replace(r"\s*\|\s*", "|", regex=True)
             self._columns["category"] = category.str.strip().to_numpy(dtype=object)
         self._category_masks: dict[str, np.ndarray] = {}
 
