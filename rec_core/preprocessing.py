@@ -253,7 +253,10 @@ class FittedPreprocessing:
         return cls(**state)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json())
+        """Writes the fitted state as JSON, atomically."""
+        from rec_core.storage import write_bytes
+
+        write_bytes(self.to_json().encode(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> "FittedPreprocessing":

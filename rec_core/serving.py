@@ -778,9 +778,7 @@ def _read_image(image):
         raise InvalidRequestError(f"image must be bytes, a file path or a PIL image, got {type(image).__name__}")
     try:
         return load_image(bytes(image) if isinstance(image, bytearray) else image, name="the uploaded image")
-    except ImageInputError as exc:
-        raise InvalidRequestError(f"unreadable image: {exc}") from None
-    except FileNotFoundError as exc:
+    except (ImageInputError, FileNotFoundError) as exc:
         raise InvalidRequestError(f"unreadable image: {exc}") from None
 
 
