@@ -81,6 +81,11 @@ def build_definitions(artifact_root: str | Path) -> list:
         )
         return PushSource(name=f"{view_name}_push", batch_source=batch)
 
+    def pushed_view(view_name: str, entity: Entity, schema: list[Field]) -> FeatureView:
+        # Pushed views never expire: the latest push is the current value.
+        return FeatureView(name=view_name, entities=[entity], ttl=NO_EXPIRY, online=True,
+                           source=pushed_source(view_name), schema=schema)
+
     # The profile fields the user tower and the backend read at request time.
     user_features = FeatureView(
         name="user_features", entities=[user], ttl=NO_EXPIRY, source=users_source, online=True,
@@ -106,54 +111,31 @@ def build_definitions(artifact_root: str | Path) -> list:
         ],
     )
     # Sentence-transformer vectors of an item's name and description, inputs to the item tower.
-    item_text_embeddings = FeatureView(
-        name="item_text_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("item_text_embeddings"),
-        schema=[
-            Field(name="name_embedding", dtype=Array(Float32)),
-            Field(name="description_embedding", dtype=Array(Float32)),
-        ],
-    )
+    item_text_embeddings = pushed_view("item_text_embeddings", item, [
+        Field(name="name_embedding", dtype=Array(Float32)),
+        Field(name="description_embedding", dtype=Array(Float32)),
+    ])
     # CLIP vectors of the product images, for image-aware ranking and similar-looking items.
-    item_clip_embeddings = FeatureView(
-        name="item_clip_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("item_clip_embeddings"),
-        schema=[Field(name="clip_embedding", dtype=Array(Float32))],
-    )
+    item_clip_embeddings = pushed_view("item_clip_embeddings", item,
+                                       [Field(name="clip_embedding", dtype=Array(Float32))])
     # The trained item tower's output: the vectors the FAISS index holds, kept here for lookup.
-    item_tower_embeddings = FeatureView(
-        name="item_tower_embeddings", entities=[item], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("item_tower_embeddings"),
-        schema=[Field(name="item_embedding", dtype=Array(Float32))],
-    )
+    item_tower_embeddings = pushed_view("item_tower_embeddings", item,
+                                        [Field(name="item_embedding", dtype=Array(Float32))])
     # A sentence-transformer vector of the user's stated preferences, an input to the user tower.
-    user_text_embeddings = FeatureView(
-        name="user_text_embeddings", entities=[user], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("user_text_embeddings"),
-        schema=[Field(name="preferences_embedding", dtype=Array(Float32))],
-    )
+    user_text_embeddings = pushed_view("user_text_embeddings", user,
+                                       [Field(name="preferences_embedding", dtype=Array(Float32))])
     # The trained user tower's output: the query vector for FAISS retrieval.
-    user_tower_embeddings = FeatureView(
-        name="user_tower_embeddings", entities=[user], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("user_tower_embeddings"),
-        schema=[Field(name="user_embedding", dtype=Array(Float32))],
-    )
+    user_tower_embeddings = pushed_view("user_tower_embeddings", user,
+                                        [Field(name="user_embedding", dtype=Array(Float32))])
     # Each user's precomputed top-k, served when a request must not wait for retrieval.
-    user_recommendations = FeatureView(
-        name="user_recommendations", entities=[user], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("user_recommendations"),
-        schema=[
-            Field(name="top_k_item_ids", dtype=Array(String)),
-            Field(name="top_k_scores", dtype=Array(Float32)),
-        ],
-    )
+    user_recommendations = pushed_view("user_recommendations", user, [
+        Field(name="top_k_item_ids", dtype=Array(String)),
+        Field(name="top_k_scores", dtype=Array(Float32)),
+    ])
 
     # The items each user already interacted with, per type, so serving can exclude what was seen or bought.
-    user_history = FeatureView(
-        name="user_history", entities=[user], ttl=NO_EXPIRY, online=True,
-        source=pushed_source("user_history"),
-        schema=[Field(name=f"{kind}_item_ids", dtype=Array(String)) for kind in HISTORY_TYPES],
-    )
+    user_history = pushed_view("user_history", user,
+                               [Field(name=f"{kind}_item_ids", dtype=Array(String)) for kind in HISTORY_TYPES])
 
     # What the backend reads for one user per request: profile, history, query vector and precomputed top-k.
     user_serving = FeatureService(
