@@ -125,15 +125,12 @@ class TwoTowerEncoder:
         return features.ids, vectors.float().cpu().numpy()
 
     def encode_users(self, users: pd.DataFrame, history: pd.DataFrame | None = None,
-                     user_text_embeddings: pd.DataFrame | None = None, item_text_embeddings: pd.DataFrame | None = None,
-                     batch_size: int = 4096) -> tuple[list[str], np.ndarray]:
+                     user_text_embeddings: pd.DataFrame | None = None, batch_size: int = 4096) -> tuple[list[str], np.ndarray]:
         """(user_ids, float32 [n, dim] L2-normalized).
 
         `history`: interactions; each user's most recent positive ones (up to the fitted
         `max_history`) are summarised through the item-id embeddings. Users absent from it, or
         `history=None`, are encoded cold (demographics and stated preferences only).
-        `item_text_embeddings` is accepted for the contract; this model summarises history by
-        item ids, which already carry the items' learned content.
         """
         features = self.preprocessing.transform_users(users, user_text_embeddings)
         history_rows = self.preprocessing.history_matrix(features.ids, history)

@@ -76,12 +76,6 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainingConfig":
-        data = dict(data)
-        data["model"] = TwoTowerConfig(**data.get("model", {}))
-        data["preprocessing"] = PreprocessingConfig(**data.get("preprocessing", {}))
-        return cls(**data)
 
 
 @dataclass
