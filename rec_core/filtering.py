@@ -9,12 +9,14 @@ the user did and what the request asks for, never on demographic stereotypes.
 Why masks: a serving request evaluates the rules on a few hundred candidate rows of
 `ItemAttributes` (columns turned into arrays once, at load), so filtering costs microseconds and
 never touches pandas. `apply_filters` runs the same rules on a recommendations DataFrame.
-`keep_mask_batch` evaluates per-user rules for many users' candidates at once (the offline
-top-k for every user), where a rule may offer a vectorized `keep_batch`.
+For the offline top-k of every user, a per-user rule that only drops a few items per user
+(`ExcludeInteracted`) also lists them as (user, row) pairs, `excluded_rows`, which the batched
+index search skips directly.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
@@ -27,6 +29,10 @@ import numpy as np
 import pandas as pd
 
 from rec_core.data.schema import split_pipe
+
+
+BULK_LOOKUP_MIN = 4096
+"""From this many ids on, `ItemAttributes.rows_of` looks them up in one pandas hash-table call, not id by id."""
 
 
 class FilterError(ValueError):
@@ -45,9 +51,14 @@ class UserProfile:
 
     def items_with(self, interaction_types: Iterable[str] | None) -> set[str]:
         """Item ids the user interacted with through any of `interaction_types` (all types when None)."""
-        types = self.interacted.keys() if interaction_types is None else interaction_types
-        groups = [self.interacted[kind] for kind in types if kind in self.interacted]
+        groups = self.item_groups(interaction_types)
         return set(groups[0]) if len(groups) == 1 else set().union(*groups)
+
+    def item_groups(self, interaction_types: Iterable[str] | None) -> list[frozenset[str]]:
+        """The item-id sets of `interaction_types` (all when None): an id can be in several."""
+        if interaction_types is None:
+            return list(self.interacted.values())
+        return [self.interacted[kind] for kind in interaction_types if kind in self.interacted]
 
 
 def as_profile(user_profile: UserProfile | Mapping | None) -> UserProfile | None:
@@ -107,7 +118,14 @@ class ItemAttributes:
         """[count] int64 catalog rows of the `count` ids in `item_ids`, -1 for ids not in the catalog."""
         if self._position_of is None:
             raise FilterError("item ids repeat, so an id does not name one row")
-        return np.fromiter(map(self._position_of.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=count)
+        if count < BULK_LOOKUP_MIN:
+            return np.fromiter(map(self._position_of.get, item_ids, itertools.repeat(-1)), dtype=np.int64, count=count)
+        return self._id_index.get_indexer(np.fromiter(item_ids, dtype=object, count=count)).astype(np.int64)
+
+    @functools.cached_property
+    def _id_index(self) -> pd.Index:
+        """The ids as a pandas Index, whose hash table is built on first use and kept."""
+        return pd.Index(self.item_ids)
 
     def has_id(self, rows: np.ndarray, item_ids: set[str] | frozenset[str]) -> np.ndarray:
         """[len(rows)] bool: the row's item id is in `item_ids` (rows may repeat an id, e.g. one per user)."""
@@ -191,19 +209,14 @@ class ExcludeInteracted:
             return np.ones(len(rows), dtype=bool)
         return ~items.has_id(rows, seen)
 
-    def keep_batch(self, items, rows, profiles):
-        """[B, F] bool for candidate rows [B, F] (-1 = none) of B users: one sorted lookup of
-        (user, item) keys instead of a set test per candidate."""
-        seen = [() if p is None else p.items_with(self.interaction_types) for p in profiles]
-        counts = [len(user_seen) for user_seen in seen]
-        owners = np.repeat(np.arange(len(seen), dtype=np.int64), counts)
-        seen_rows = items.rows_of(itertools.chain.from_iterable(seen), sum(counts))
-        seen_keys = np.sort((owners * len(items) + seen_rows)[seen_rows >= 0])  # (user, row) keys
-        keys = np.where(rows >= 0, np.arange(len(rows), dtype=np.int64)[:, None] * len(items) + rows, -1)  # [B, F]
-        if not len(seen_keys):
-            return np.ones(rows.shape, dtype=bool)
-        found = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
-        return seen_keys[found] != keys
+    def excluded_rows(self, items, profiles):
+        """The (user position, catalog row) pairs this rule drops for `profiles`, as two int64 arrays:
+        what a batch of users' top-k searches skip, instead of testing every candidate."""
+        groups = [[] if p is None else p.item_groups(self.interaction_types) for p in profiles]
+        counts = [sum(map(len, user_groups)) for user_groups in groups]  # an id in two groups is listed twice: harmless
+        owners = np.repeat(np.arange(len(groups), dtype=np.int64), counts)
+        rows = items.rows_of(itertools.chain.from_iterable(itertools.chain.from_iterable(groups)), sum(counts))
+        return owners[rows >= 0], rows[rows >= 0]
 
 
 @dataclass(frozen=True)
@@ -328,25 +341,6 @@ def keep_mask(items: ItemAttributes, rows: np.ndarray, profile: UserProfile | No
         if not keep.any():
             break
         keep &= rule.keep(items, rows, profile)
-    return keep
-
-
-def keep_mask_batch(items: ItemAttributes, rows: np.ndarray, profiles: Sequence[UserProfile | None],
-                    rules: Sequence[FilterRule]) -> np.ndarray:
-    """[B, F] bool: which of each user's candidate rows [B, F] pass every rule (-1 rows pass; callers drop them).
-
-    A rule with a `keep_batch` method evaluates all users at once; others run `keep` per user.
-    Item ids must be unique (true of an index's catalog), as `keep_batch` looks rows up by id.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    keep = np.ones(rows.shape, dtype=bool)
-    for rule in rules:
-        if hasattr(rule, "keep_batch"):
-            keep &= rule.keep_batch(items, rows, profiles)
-            continue
-        for b, profile in enumerate(profiles):
-            valid = rows[b] >= 0
-            keep[b, valid] &= rule.keep(items, rows[b, valid], profile)
     return keep
 
 

@@ -50,8 +50,16 @@ REPORT_FILE = "build_report.json"  # written last: its presence marks a complete
 SWAP_RETRY_S = 0.05  # pause before looking again for files missing while a new version is swapped in
 
 
-NPROBE_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-"""nprobe values tried at build time, smallest first (each ~1.5x the last: a cheap search, fine enough steps)."""
+BATCH_CHUNK = 8192
+"""Queries per task in `search_batch`: bounds the memory of one scan (queries gathered per probed cell)."""
+BLOCK_SCORES = 1 << 20
+"""Scores per matrix product in a scan (4 MiB): an exact index's one cell is split into blocks of queries."""
+
+NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
+                 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+"""nprobe values tried at build time, smallest first. Each is at most 1.25x the last, so the chosen
+value scans at most a quarter more cells than the target needs (every query pays for that
+overshoot; a try is one batched search of the sample queries, paid once)."""
 
 
 @dataclass
@@ -175,34 +183,45 @@ class ItemIndex:
         k = max(1, min(int(k), len(self)))
         return self.index.search(queries, k)
 
-    def search_batch(self, queries: np.ndarray, k: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`search` for many queries at once, on `threads` threads (default: every core); same answers.
+    def search_batch(self, queries: np.ndarray, k: int, threads: int | None = None, allowed: np.ndarray | None = None,
+                     excluded: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`search` for many queries at once, on `threads` threads (default: every core), with filters.
 
-        For IVF, FAISS's own batched search still scans each query's cells one vector at a time,
-        so a batch costs about as much per query as single requests. Here the scan is regrouped
-        by cell instead: the queries probing a cell are scored against its vectors with one
-        matrix product, and the products feed per-query FAISS heaps. Same cells, same candidates,
-        same top-k as `search` (scores can differ in the last float bit, BLAS rounding). Thread
-        counts (FAISS's and BLAS's) are process-wide, so this is for offline batches, not for a
-        server thread while others answer requests.
+        Returns each query's top-k among its candidates (the probed cells; the whole catalog when
+        exact) that are `allowed` ([n_items] bool, default all) and not `excluded` for it
+        (`(query positions [m], rows [m])` pairs, e.g. what each user already bought), as
+        (scores [q, k], rows [q, k]), -1 rows where the candidates run out. Unfiltered, the
+        answers are `search`'s (scores can differ in the last float bit: BLAS sums).
+
+        Why not FAISS's own batched search: for IVF it still scans each query's cells one vector
+        at a time, so a batch costs about as much per query as single requests. Here the scan is
+        regrouped by cell: the queries probing a cell are scored against its vectors with one
+        matrix product, whose rows go straight into per-query FAISS heaps; filtered-out items are
+        dropped from the cells before the products and excluded pairs set to -inf in them, so no
+        over-fetching is needed. Thread counts (FAISS's and BLAS's) are process-wide, so this is
+        for offline batches, not for a server thread while others answer requests.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(int(k), len(self)))
         threads = max(1, threads or os.cpu_count() or 1)
-        if self.is_exact or len(queries) < 2 * threads:
-            with _faiss_threads(threads):
-                return self.index.search(queries, k)
-        with _faiss_threads(threads):
-            _, probes = self.index.quantizer.search(queries, self.index.nprobe)  # [q, nprobe]: one matrix product
+        cells = self._cells if allowed is None else self._cells.restricted(np.asarray(allowed, dtype=bool))
+        ex_queries, ex_rows = (np.empty(0, np.int64),) * 2 if excluded is None else (np.asarray(a, np.int64) for a in excluded)
+        by_query = np.argsort(ex_queries, kind="stable")
+        ex_queries, ex_rows = ex_queries[by_query], ex_rows[by_query]
         scores = np.empty((len(queries), k), dtype=np.float32)
         rows = np.empty((len(queries), k), dtype=np.int64)
-        bounds = np.linspace(0, len(queries), threads + 1).astype(int)
-        chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-        cells = self._cells
         # one BLAS thread per worker: the per-cell products are small, and nested pools oversubscribe the cores
-        with threadpool_limits(limits=1, user_api="blas"), _faiss_threads(1), ThreadPoolExecutor(threads) as pool:
-            for _ in pool.map(lambda c: cells.scan(queries[c], probes[c], scores[c], rows[c]), chunks):
-                pass
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            for start in range(0, len(queries), BATCH_CHUNK):
+                chunk = slice(start, start + BATCH_CHUNK)
+                if self.is_exact:
+                    probes = np.zeros((len(queries[chunk]), 1), np.int64)  # one cell: the whole catalog
+                else:
+                    with _faiss_threads(threads):
+                        probes = self.index.quantizer.search(queries[chunk], self.index.nprobe)[1]  # [c, nprobe]
+                lo, hi = np.searchsorted(ex_queries, (start, start + len(probes)))
+                scores[chunk], rows[chunk] = cells.top_k(queries[chunk], probes, k, ex_queries[lo:hi] - start,
+                                                         ex_rows[lo:hi], pool, threads)
         return scores, rows
 
     def exact_scores(self, query: np.ndarray) -> np.ndarray:
@@ -244,7 +263,7 @@ class ItemIndex:
 
     @functools.cached_property
     def _cells(self) -> "_CellScanner":
-        return _CellScanner(self.index)
+        return _CellScanner.of(self.index, self.vectors)
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -302,74 +321,108 @@ class ItemIndex:
 
 
 class _CellScanner:
-    """An IVF index's cells as numpy views of FAISS's own storage (no copy), scanned one cell at a time."""
+    """Item vectors grouped in cells, each scanned with one matrix product per batch of queries.
 
-    def __init__(self, index: faiss.IndexIVFFlat):
-        self.index = index  # keeps the storage the views point into alive
-        invlists, dim = index.invlists, index.d
-        self.rows: list[np.ndarray] = []  # per cell: catalog rows [size] int64
-        self.vectors: list[np.ndarray] = []  # per cell: [size, dim] float32
-        for cell in range(index.nlist):
-            size = invlists.list_size(cell)
-            if size == 0:
-                self.rows.append(np.empty(0, np.int64))
-                self.vectors.append(np.empty((0, dim), np.float32))
-                continue
-            self.rows.append(faiss.rev_swig_ptr(invlists.get_ids(cell), size))
-            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * invlists.code_size)
-            self.vectors.append(codes.view(np.float32).reshape(size, dim))
+    The cells are an IVF index's, or one cell holding the whole catalog for an exact index. They
+    stored back to back in cell order (`rows`, `vectors`; cell c is `offsets[c]:offsets[c+1]`),
+    so `restricted` filters every cell with one mask.
+    """
 
-    def scan(self, queries: np.ndarray, probes: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
-        """Fills `scores`/`rows` [q, k] with each query's top-k over its probed cells [q, nprobe], best first.
+    def __init__(self, rows: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_items: int):
+        self.rows = rows  # [m] int64 catalog rows, cell after cell
+        self.vectors = vectors  # [m, dim] float32, same order
+        self.offsets = offsets  # [n_cells + 1] int64: where each cell starts in `rows`
+        sizes = np.diff(offsets)
+        self.cell_of_row = np.full(n_items, -1, np.int64)  # [n_items]: -1 for rows in no cell (filtered out)
+        self.cell_of_row[rows] = np.repeat(np.arange(len(sizes)), sizes)
+        self.column_of_row = np.full(n_items, -1, np.int64)  # [n_items]: position within its cell
+        self.column_of_row[rows] = np.arange(len(rows)) - np.repeat(offsets[:-1], sizes)
 
-        The (query, cell) pairs are grouped by cell, so each cell is one matrix product with the
-        queries probing it. Every query's nearest cell goes first and straight into its heap; for
-        the other cells only scores above the query's current k-th best (typically a few percent)
-        are handed to the heap, as inserting every score would cost more than computing it.
+    @classmethod
+    def of(cls, index: faiss.Index, vectors: np.ndarray) -> "_CellScanner":
+        if not isinstance(index, faiss.IndexIVF):
+            return cls(np.arange(len(vectors), dtype=np.int64), vectors, np.array([0, len(vectors)]), len(vectors))
+        invlists = index.invlists
+        sizes = [invlists.list_size(cell) for cell in range(index.nlist)]
+        rows = np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(cell), size) if size else np.empty(0, np.int64)
+                               for cell, size in enumerate(sizes)]).astype(np.int64)
+        return cls(rows, vectors[rows], np.r_[0, np.cumsum(sizes)], len(vectors))
+
+    def restricted(self, allowed: np.ndarray) -> "_CellScanner":
+        """The same cells holding only the rows where `allowed` [n_items] is True."""
+        keep = allowed[self.rows]
+        return _CellScanner(self.rows[keep], self.vectors[keep], np.r_[0, np.cumsum(keep)][self.offsets], len(allowed))
+
+    def top_k(self, queries: np.ndarray, probes: np.ndarray, k: int, ex_queries: np.ndarray, ex_rows: np.ndarray,
+              pool: ThreadPoolExecutor, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's top-k (scores [q, k], rows [q, k], best first) over its probed cells [q, nprobe],
+        without the (query, row) pairs in `ex_queries`/`ex_rows`.
+
+        The (query, cell) pairs are grouped by cell, so each cell is one matrix product with all
+        the queries probing it, fed whole to FAISS heaps (a compare per score, in C++). The cells
+        are shared out among `threads` workers of `pool` by work, each with its own heaps, merged
+        at the end; the products and heaps run without the GIL. An excluded pair is found among
+        its query's probes and set to -inf in its cell's product.
         """
         q, nprobe = probes.shape
-        heaps = faiss.float_minheap_array_t()  # keeps the k largest inner products per query
-        heaps.nh, heaps.k = q, scores.shape[1]
-        heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(rows)
-        heaps.heapify()
-        later = np.tile(np.arange(nprobe) > 0, q)  # [q * nprobe]: False for each query's nearest cell
-        order = np.lexsort((probes.reshape(-1), later))  # nearest cells first, then grouped by cell
-        query_of = order // nprobe  # [q * nprobe] int64
-        cells = probes.reshape(-1)[order]
-        group = cells + later[order] * (self.index.nlist + 1)
-        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-        for start, stop in zip(starts.tolist(), np.r_[starts[1:], len(cells)].tolist()):
-            cell = int(cells[start])
-            if cell < 0 or not len(self.rows[cell]):
-                continue
-            subset = query_of[start:stop]
-            block = queries[subset] @ self.vectors[cell].T  # [queries probing the cell, cell size]
-            ids = self.rows[cell]
-            if later[order[start]]:
-                block, ids, subset = _above_bar(block, ids, subset, scores[subset, 0])  # heap tops: current k-th best
-                if not len(subset):
-                    continue
-            heaps.addn_query_subset_with_ids(len(subset), faiss.swig_ptr(subset), block.shape[1], faiss.swig_ptr(block),
-                                             faiss.swig_ptr(ids), 0 if ids.ndim == 1 else ids.shape[1])
+        flat = probes.reshape(-1)  # [q * nprobe]: pair p is query p // nprobe, its (p % nprobe)-th nearest cell
+        by_cell = np.argsort(flat.astype(np.uint16) if len(self.offsets) <= 1 << 16 else flat, kind="stable")  # radix sort
+        slot_of_pair = np.empty_like(by_cell)
+        slot_of_pair[by_cell] = np.arange(len(by_cell))  # pairs grouped by cell, queries ascending within one
+        query_of = by_cell // nprobe  # [q * nprobe] int64, the query of each slot
+        ex_cells = self.cell_of_row[ex_rows]  # [m], -1 for rows filtered out
+        ex_probe = probes[ex_queries] == ex_cells[:, None]  # [m, nprobe]
+        probed = ex_probe.any(axis=1) & (ex_cells >= 0)  # excluded pairs whose cell the query scans
+        ex_slots = slot_of_pair[ex_queries[probed] * nprobe + ex_probe[probed].argmax(axis=1)]
+        order = np.argsort(ex_slots, kind="stable")
+        ex_slots, ex_columns = ex_slots[order], self.column_of_row[ex_rows[probed]][order]
+        cells = flat[by_cell]
+        starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+        stops = np.r_[starts[1:], len(cells)]
+        cell = cells[starts]
+        starts, stops, cell = starts[cell >= 0], stops[cell >= 0], cell[cell >= 0]
+        firsts, lasts = self.offsets[cell], self.offsets[cell + 1]
+        # a big cell (an exact index's only one) is scanned in blocks of queries, bounding a product's memory
+        step = np.maximum(1, BLOCK_SCORES // np.maximum(1, lasts - firsts))
+        blocks = [(a, min(a + s, stop), first, last) for start, stop, first, last, s
+                  in zip(starts.tolist(), stops.tolist(), firsts.tolist(), lasts.tolist(), step.tolist())
+                  if last > first for a in range(start, stop, s)]
+        bounds = np.searchsorted(ex_slots, [b[0] for b in blocks] + [len(cells)]).tolist()
+        work = np.cumsum([(b - a) * (last - first) for a, b, first, last in blocks])
+        cuts = [0, *np.searchsorted(work, work[-1] * np.arange(1, threads) / threads).tolist(), len(blocks)] if blocks else [0, 0]
+
+        def scan(part: range) -> tuple[np.ndarray, np.ndarray]:
+            scores = np.empty((q, k), dtype=np.float32)
+            rows = np.empty((q, k), dtype=np.int64)
+            heaps = _heaps(scores, rows)  # the k largest inner products per query
+            for i in part:
+                a, b, first, last = blocks[i]
+                block = queries[query_of[a:b]] @ self.vectors[first:last].T  # [b - a, cell size]
+                lo, hi = bounds[i], bounds[i + 1]
+                if hi > lo:
+                    block[ex_slots[lo:hi] - a, ex_columns[lo:hi]] = -np.inf
+                heaps.addn_query_subset_with_ids(b - a, faiss.swig_ptr(query_of[a:b]), last - first,
+                                                 faiss.swig_ptr(block), faiss.swig_ptr(self.rows[first:last]), 0)
+            return scores, rows
+
+        with _faiss_threads(1):
+            parts = list(pool.map(scan, [range(a, b) for a, b in zip(cuts[:-1], cuts[1:])]))
+        scores, rows = parts[0]
+        heaps = _heaps(scores, rows, fresh=False)
+        for other_scores, other_rows in parts[1:]:
+            heaps.addn_with_ids(k, faiss.swig_ptr(other_scores), faiss.swig_ptr(other_rows), k, 0, q)
         heaps.reorder()
+        return scores, rows
 
 
-def _above_bar(block: np.ndarray, ids: np.ndarray, subset: np.ndarray, bar: np.ndarray):
-    """Per query (row of `block` [m, n]), only the scores above its `bar`, left-aligned and padded
-    with -inf: (scores [m', w], ids [m', w], subset [m']) for the m' rows that keep any."""
-    hit_rows, hit_cols = np.nonzero(block > bar[:, None])
-    if not len(hit_rows):
-        return block[:0], ids[:0], subset[:0]
-    counts = np.bincount(hit_rows, minlength=len(block))
-    kept = np.flatnonzero(counts)
-    slot = np.arange(len(hit_rows)) - np.repeat(np.cumsum(counts) - counts, counts)  # position within its row
-    row_in_kept = np.repeat(np.arange(len(kept)), counts[kept])
-    width = int(counts.max())
-    packed = np.full((len(kept), width), -np.inf, dtype=np.float32)
-    packed_ids = np.full((len(kept), width), -1, dtype=np.int64)
-    packed[row_in_kept, slot] = block[hit_rows, hit_cols]
-    packed_ids[row_in_kept, slot] = ids[hit_cols]
-    return packed, packed_ids, np.ascontiguousarray(subset[kept])
+def _heaps(scores: np.ndarray, rows: np.ndarray, fresh: bool = True) -> faiss.float_minheap_array_t:
+    """FAISS min-heaps over `scores`/`rows` [q, k] (one per row), emptied first when `fresh`."""
+    heaps = faiss.float_minheap_array_t()
+    heaps.nh, heaps.k = scores.shape
+    heaps.val, heaps.ids = faiss.swig_ptr(scores), faiss.swig_ptr(rows)
+    if fresh:
+        heaps.heapify()
+    return heaps
 
 
 def _validated_vectors(item_ids: list[str], vectors: np.ndarray) -> np.ndarray:

@@ -51,7 +51,6 @@ from rec_core.filtering import (
     UserProfile,
     as_profile,
     keep_mask,
-    keep_mask_batch,
     parse_filters,
 )
 from rec_core.index import REPORT_FILE, ItemIndex
@@ -451,16 +450,17 @@ class Recommender:
 
     # ---- batch (offline) -----------------------------------------------------------------------
     def recommend_batch(self, user_ids: Sequence[str], embeddings: np.ndarray, k: int = 10,
-                        filters: Sequence | None = None, batch_size: int = 4096,
+                        filters: Sequence | None = None, batch_size: int = 65_536,
                         threads: int | None = None) -> pd.DataFrame:
         """Top-k for many users at once: `user_id`, `top_k_item_ids`, `top_k_scores`; same answers as `recommend`.
 
-        Each block of users is one multithreaded index search (`ItemIndex.search_batch`, all
-        cores unless `threads` says otherwise). Catalog-level rules (availability, category,
-        price, rating) are one mask over the catalog, looked up for every candidate at once;
-        per-user rules run vectorized over the block (`keep_mask_batch`). The kept candidates
-        are compacted in rank order with one stable sort. Users still short of k after the
-        over-fetch rounds get the same restricted search `recommend` falls back to.
+        Each block of `batch_size` users is one multithreaded index search
+        (`ItemIndex.search_batch`, all cores unless `threads` says otherwise) that applies the
+        filters while it scans: catalog-level rules (availability, category, price, rating) as
+        one mask over the catalog, per-user exclusions (`ExcludeInteracted`) as the (user, item)
+        pairs to skip. So it asks for exactly k, never over-fetches, and only users whose probed
+        cells hold fewer than k allowed items get the restricted search `recommend` falls back
+        to. A custom per-user rule that cannot list its exclusions is served one user at a time.
         """
         state = self._state
         index = state.index
@@ -469,35 +469,27 @@ class Recommender:
         if embeddings.shape != (len(user_ids), index.dim):
             raise InvalidRequestError(f"embeddings: expected shape [{len(user_ids)}, {index.dim}] (one row per "
                                       f"user id), got {list(embeddings.shape)}")
+        user_ids = [str(u) for u in user_ids]
         rules = self._rules(filters, self.config.recommend_filters)
         user_rules = [r for r in rules if r.per_user]
         catalog_keep = keep_mask(state.attributes, state.all_rows, None, [r for r in rules if not r.per_user])  # [n_items]
-        n = len(index)
         top_rows = np.full((len(user_ids), k), -1, np.int64)  # [U, k], -1 past a short list's end
         top_scores = np.zeros((len(user_ids), k), np.float32)
         for start in range(0, len(user_ids), batch_size):
-            block_ids = [str(u) for u in user_ids[start:start + batch_size]]
-            profiles = [state.feature_source.user_profile(u) for u in block_ids] if user_rules else [None] * len(block_ids)
-            # one candidate count per round, enough for 9 in 10 users; the rest get 4x wider rounds, then a restricted search
-            seen = np.percentile([sum(map(len, p.interacted.values())) if p is not None else 0 for p in profiles], 90)
-            fetch = min(n, k * self.config.overfetch_factor + int(seen))
-            pending = np.arange(len(block_ids))  # block positions still short of k
-            for _ in range(self.config.search_rounds):
-                scores, rows = index.search_batch(embeddings[start + pending], fetch, threads)  # [P, fetch] each
-                keep = (rows >= 0) & catalog_keep[np.maximum(rows, 0)]
-                if user_rules:
-                    keep &= keep_mask_batch(state.attributes, rows, [profiles[b] for b in pending], user_rules)
-                full = keep.sum(axis=1) >= k
-                first = np.argsort(~keep[full], axis=1, kind="stable")[:, :k]  # kept columns first, in rank order
-                top_rows[start + pending[full]] = np.take_along_axis(rows[full], first, axis=1)
-                top_scores[start + pending[full]] = np.take_along_axis(scores[full], first, axis=1)
-                pending = pending[~full]
-                if not len(pending) or fetch >= n:
-                    break
-                fetch = min(n, 4 * fetch)
-            for b in pending.tolist():
-                allowed = self._allowed_rows(state, profiles[b], rules, catalog_keep)
+            block = slice(start, start + batch_size)
+            profiles = [state.feature_source.user_profile(u) for u in user_ids[block]] if user_rules else []
+            if all(hasattr(rule, "excluded_rows") for rule in user_rules):
+                pairs = [rule.excluded_rows(state.attributes, profiles) for rule in user_rules]
+                excluded = tuple(np.concatenate([p[i] for p in pairs]) for i in (0, 1)) if pairs else None
+                scores, rows = index.search_batch(embeddings[block], k, threads, catalog_keep, excluded)  # [B, k] each
+                top_rows[block], top_scores[block] = rows, np.where(rows >= 0, scores, 0)
+                short = np.flatnonzero(rows[:, -1] < 0)  # the probed cells ran out of allowed items
+            else:
+                short = np.arange(len(top_rows[block]))
+            for b in short.tolist():
+                allowed = self._allowed_rows(state, profiles[b] if profiles else None, rules, catalog_keep)
                 found = index.search_allowed(embeddings[start + b], allowed, k)
+                top_rows[start + b] = -1
                 top_rows[start + b, :len(found)] = [row for row, _ in found]
                 top_scores[start + b, :len(found)] = [score for _, score in found]
         item_ids = np.asarray(index.item_ids, dtype=object)
@@ -506,8 +498,7 @@ class Recommender:
         for u in np.flatnonzero(top_rows[:, -1] < 0).tolist():  # short lists: cut at the first -1
             length = int((top_rows[u] >= 0).sum())
             listed_ids[u], listed_scores[u] = listed_ids[u][:length], listed_scores[u][:length]
-        return pd.DataFrame({"user_id": [str(u) for u in user_ids], "top_k_item_ids": listed_ids,
-                             "top_k_scores": listed_scores})
+        return pd.DataFrame({"user_id": user_ids, "top_k_item_ids": listed_ids, "top_k_scores": listed_scores})
 
     # ---- internals -------------------------------------------------------------------------
     def _checked_k(self, k) -> int:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from rec_core.filtering import (
+    BULK_LOOKUP_MIN,
     Available,
     CategoryFilter,
     ExcludeInteracted,
@@ -51,6 +52,26 @@ def test_exclude_interacted_any_or_only_purchases(recommendations):
     assert kept(recommendations, profile, [ExcludeInteracted()]) == ["B", "D", "E"]
     assert kept(recommendations, profile, [ExcludeInteracted(("purchase",))]) == ["B", "C", "D", "E"]
     assert kept(recommendations, None, [ExcludeInteracted()]) == ["A", "B", "C", "D", "E"]  # anonymous request
+
+
+def test_exclude_interacted_lists_the_pairs_it_drops(recommendations):
+    items = ItemAttributes(recommendations)
+    profiles = [UserProfile("U1", interacted={"purchase": frozenset({"A"}), "positive_view": frozenset({"C", "Z"})}),
+                None, UserProfile("U3", interacted={"purchase": frozenset({"E"})})]
+    owners, rows = ExcludeInteracted().excluded_rows(items, profiles)
+    assert sorted(zip(owners.tolist(), rows.tolist())) == [(0, 0), (0, 2), (2, 4)]  # Z is not in the catalog
+    owners, rows = ExcludeInteracted(("positive_view",)).excluded_rows(items, profiles)
+    assert list(zip(owners.tolist(), rows.tolist())) == [(0, 2)]
+
+
+def test_bulk_id_lookup_matches_one_by_one():
+    catalog = pd.DataFrame({"item_id": [f"I{i}" for i in range(6000)]})
+    items = ItemAttributes(catalog)
+    wanted = [f"I{i}" for i in range(0, 12000, 2)]  # half of them unknown
+    bulk = items.rows_of(iter(wanted), len(wanted))
+    assert len(wanted) >= BULK_LOOKUP_MIN
+    assert bulk.tolist() == [int(w[1:]) if int(w[1:]) < 6000 else -1 for w in wanted]
+    assert items.rows_of(iter(wanted[:10]), 10).tolist() == bulk[:10].tolist()
 
 
 def test_category_include_exclude_by_node_or_path(recommendations):

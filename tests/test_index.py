@@ -75,6 +75,43 @@ def test_batched_search_equals_one_query_at_a_time():
         assert all(min(abs(scores[q][i] - scores[q][j]) for j in (i - 1, i + 1) if 0 <= j < 40) < 1e-5 for i in moved)
 
 
+@pytest.mark.parametrize("exact_max_items", [5000, 1000])  # exact, then IVF
+def test_filtered_batched_search_is_the_best_allowed_of_the_probed_cells(exact_max_items):
+    vectors = clustered_vectors(3000)
+    index = ItemIndex.build(ids(3000), vectors, IndexConfig(exact_max_items=exact_max_items, recall_queries=100))
+    queries = clustered_vectors(40, seed=4)
+    rng = np.random.default_rng(1)
+    allowed = rng.random(3000) < 0.7
+    truth_rows = np.argsort(-(queries @ vectors.T), axis=1)
+    # each query excludes 3 of its 5 best rows and 20 random ones; query 0 excludes nothing
+    pairs = [(q, int(r)) for q in range(1, 40) for r in [*truth_rows[q, [0, 2, 4]], *rng.choice(3000, 20)]]
+    excluded = (np.array([q for q, _ in pairs]), np.array([r for _, r in pairs]))
+    scores, rows = index.search_batch(queries, 10, threads=2, allowed=allowed, excluded=excluded)
+    probed = np.ones((40, 3000), bool)
+    if not index.is_exact:
+        _, probes = index.index.quantizer.search(queries, index.index.nprobe)
+        probed = np.stack([np.isin(index._cells.cell_of_row, cells) for cells in probes])
+    for q in range(40):
+        candidates = allowed & probed[q]
+        candidates[[r for p, r in pairs if p == q]] = False
+        expected = np.flatnonzero(candidates)[np.argsort(-(vectors[candidates] @ queries[q]), kind="stable")[:10]]
+        assert set(rows[q].tolist()) == set(expected.tolist())
+        np.testing.assert_allclose(scores[q], np.sort(vectors[expected] @ queries[q])[::-1], rtol=1e-5)
+
+
+def test_filtered_batched_search_pads_when_the_allowed_candidates_run_out():
+    vectors = clustered_vectors(3000)
+    index = ItemIndex.build(ids(3000), vectors, IndexConfig(exact_max_items=1000, recall_queries=100))
+    allowed = np.zeros(3000, bool)
+    allowed[[5, 77, 2999]] = True
+    scores, rows = index.search_batch(vectors[[5, 77]], 4, allowed=allowed, excluded=(np.array([1]), np.array([77])))
+    for q, own in enumerate([5, 77]):
+        found = rows[q][rows[q] >= 0]
+        assert set(found) <= {5, 77, 2999} - ({77} if q == 1 else set())  # only allowed, never the excluded pair
+        assert (rows[q][len(found):] == -1).all() and len(found) < 4
+    assert rows[0][0] == 5  # a vector is its own best match
+
+
 def test_recall_is_measured_on_given_queries():
     vectors = clustered_vectors(2000)
     users = clustered_vectors(100, seed=5)
@@ -152,10 +189,7 @@ def test_search_allowed_returns_best_allowed_rows(exact_max_items):
     candidates = allowed.copy()
     if not index.is_exact:  # IVF: the best allowed rows of the cells the query probes
         _, probes = index.index.quantizer.search(query[None], index.index.nprobe)
-        cell_of = np.empty(2000, np.int64)
-        for cell, rows in enumerate(index._cells.rows):
-            cell_of[rows] = cell
-        candidates &= np.isin(cell_of, probes[0])
+        candidates &= np.isin(index._cells.cell_of_row, probes[0])
     expected = np.flatnonzero(candidates)[np.argsort(-(vectors[candidates] @ query), kind="stable")[:10]]
     assert sorted(row for row, _ in found) == sorted(expected.tolist())
     scores = [score for _, score in found]

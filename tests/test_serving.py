@@ -6,6 +6,8 @@ item index, all under one artifact root that `Recommender.load` reads.
 """
 
 import io
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -156,6 +158,26 @@ def test_batch_equals_single_requests(served):
     source = recommender.feature_source
     for filters in _filter_sets(dataset):
         _assert_batch_equals_single_requests(recommender, source.user_ids[:40], source.embeddings[:40], 8, filters, 16)
+
+
+@dataclass(frozen=True)
+class _PreferredCategoriesOnly:
+    """A custom per-user rule that cannot list its exclusions: the batch serves its users one at a time."""
+
+    name: ClassVar[str] = "preferred_categories_only"
+    per_user: ClassVar[bool] = True
+
+    def keep(self, items, rows, profile):
+        if profile is None or not profile.preferences:
+            return np.ones(len(rows), dtype=bool)
+        return np.logical_or.reduce([items.category_mask(p, self.name)[rows] for p in profile.preferences])
+
+
+def test_batch_with_a_custom_per_user_rule_equals_single_requests(served):
+    recommender, _, _, _ = served
+    source = recommender.feature_source
+    filters = [Available(), ExcludeInteracted(), _PreferredCategoriesOnly()]
+    _assert_batch_equals_single_requests(recommender, source.user_ids[:20], source.embeddings[:20], 6, filters, 8)
 
 
 def test_batch_equals_single_requests_on_ivf_index(served):

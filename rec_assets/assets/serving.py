@@ -33,7 +33,7 @@ class ItemIndexConfig(dg.Config):
 
 class UserRecommendationsConfig(dg.Config):
     k: int = 50  # items kept per user
-    batch_size: int = 4096  # users per batched index search (memory: batch_size * candidates * 12 bytes)
+    batch_size: int = 65_536  # users per batched index search (memory: their profiles and exclusion pairs)
 
 
 def _encoder(artifacts: ArtifactStore, device: DeviceResource):

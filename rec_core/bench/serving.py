@@ -4,9 +4,10 @@ Measures, in one run:
 - single-request `recommend` latency (p50, p99) and requests per second, with filters on
   (availability, already-seen exclusion, a price range), FAISS on one thread as a server runs it;
 - users per second of the batched top-k (`Recommender.recommend_batch`, what the
-  `user_recommendations` asset runs: multithreaded search on every core, vectorized filters)
-  against a loop of one `recommend` call per user with the same filters, and the ratio (each
-  timed 3 times, medians; `batch_loop_overlap` checks both give the same lists);
+  `user_recommendations` asset runs: per-cell matrix products on every core, with the filters
+  applied inside the scan) against a loop of one `recommend` call per user with the same
+  filters, and the ratio (each timed 3 times, medians; `batch_loop_overlap` checks both give
+  the same lists);
 - the index's recall@10 against exact search at its tuned nprobe (on user vectors), and the
   overlap of filtered `recommend` lists with the exact filtered top-k (brute force per user, which
   is also timed as the naive per-user baseline: `batch_speedup_vs_naive_loop`).
