@@ -34,6 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -49,6 +50,9 @@ VECTORS_FILE = "item_vectors.safetensors"
 REPORT_FILE = "build_report.json"  # written last: its presence marks a complete index on object storage
 SWAP_RETRY_S = 0.05  # pause before looking again for files missing while a new version is swapped in
 
+
+ExcludedPairs = tuple[np.ndarray, np.ndarray]
+"""(query positions [m], catalog rows [m]): pairs a batched search skips."""
 
 BATCH_CHUNK = 8192
 """Queries per task in `search_batch`: bounds the memory of one scan (queries gathered per probed cell)."""
@@ -184,14 +188,16 @@ class ItemIndex:
         return self.index.search(queries, k)
 
     def search_batch(self, queries: np.ndarray, k: int, threads: int | None = None, allowed: np.ndarray | None = None,
-                     excluded: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     excluded: ExcludedPairs | Callable[[], ExcludedPairs] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """`search` for many queries at once, on `threads` threads (default: every core), with filters.
 
         Returns each query's top-k among its candidates (the probed cells; the whole catalog when
         exact) that are `allowed` ([n_items] bool, default all) and not `excluded` for it
         (`(query positions [m], rows [m])` pairs, e.g. what each user already bought), as
         (scores [q, k], rows [q, k]), -1 rows where the candidates run out. Unfiltered, the
-        answers are `search`'s (scores can differ in the last float bit: BLAS sums).
+        answers are `search`'s (scores can differ in the last float bit: BLAS sums). `excluded`
+        may be a function returning the pairs: it is called on this thread while FAISS assigns
+        the queries to cells on another, so preparing the pairs costs no extra time.
 
         Why not FAISS's own batched search: for IVF it still scans each query's cells one vector
         at a time, so a batch costs about as much per query as single requests. Here the scan is
@@ -204,25 +210,30 @@ class ItemIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, min(int(k), len(self)))
         threads = max(1, threads or os.cpu_count() or 1)
-        cells = self._cells if allowed is None else self._cells.restricted(np.asarray(allowed, dtype=bool))
-        ex_queries, ex_rows = (np.empty(0, np.int64),) * 2 if excluded is None else (np.asarray(a, np.int64) for a in excluded)
-        by_query = np.argsort(ex_queries, kind="stable")
-        ex_queries, ex_rows = ex_queries[by_query], ex_rows[by_query]
         scores = np.empty((len(queries), k), dtype=np.float32)
         rows = np.empty((len(queries), k), dtype=np.int64)
         # one BLAS thread per worker: the per-cell products are small, and nested pools oversubscribe the cores
         with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            assigned = pool.submit(self._probes, queries, threads)  # FAISS releases the GIL for the whole call
+            cells = self._cells if allowed is None else self._cells.restricted(np.asarray(allowed, dtype=bool))
+            pairs = excluded() if callable(excluded) else excluded
+            ex_queries, ex_rows = (np.asarray(a, np.int64) for a in (pairs or (np.empty(0), np.empty(0))))
+            by_query = np.argsort(ex_queries, kind="stable")
+            ex_queries, ex_rows = ex_queries[by_query], ex_rows[by_query]
+            probes = assigned.result()  # [q, nprobe]
             for start in range(0, len(queries), BATCH_CHUNK):
                 chunk = slice(start, start + BATCH_CHUNK)
-                if self.is_exact:
-                    probes = np.zeros((len(queries[chunk]), 1), np.int64)  # one cell: the whole catalog
-                else:
-                    with _faiss_threads(threads):
-                        probes = self.index.quantizer.search(queries[chunk], self.index.nprobe)[1]  # [c, nprobe]
-                lo, hi = np.searchsorted(ex_queries, (start, start + len(probes)))
-                scores[chunk], rows[chunk] = cells.top_k(queries[chunk], probes, k, ex_queries[lo:hi] - start,
+                lo, hi = np.searchsorted(ex_queries, (start, start + len(probes[chunk])))
+                scores[chunk], rows[chunk] = cells.top_k(queries[chunk], probes[chunk], k, ex_queries[lo:hi] - start,
                                                          ex_rows[lo:hi], pool, threads)
         return scores, rows
+
+    def _probes(self, queries: np.ndarray, threads: int) -> np.ndarray:
+        """[q, nprobe] cells each query scans, nearest first (one cell, the whole catalog, when exact)."""
+        if self.is_exact:
+            return np.zeros((len(queries), 1), np.int64)
+        with _faiss_threads(threads):
+            return self.index.quantizer.search(queries, self.index.nprobe)[1]  # one matrix product
 
     def exact_scores(self, query: np.ndarray) -> np.ndarray:
         """Exact inner products [n_items] of one query [dim] with every item vector.
@@ -324,13 +335,17 @@ class _CellScanner:
     """Item vectors grouped in cells, each scanned with one matrix product per batch of queries.
 
     The cells are an IVF index's, or one cell holding the whole catalog for an exact index. They
-    stored back to back in cell order (`rows`, `vectors`; cell c is `offsets[c]:offsets[c+1]`),
-    so `restricted` filters every cell with one mask.
+    listed back to back in cell order (`rows`; cell c is `offsets[c]:offsets[c+1]`) with their
+    vectors in the same order, so `restricted` filters every cell with one mask. A restricted
+    scanner keeps the full vectors and gathers the allowed ones of a cell when it scans it: the
+    gathers then run on the scanning threads instead of as one serial copy up front.
     """
 
-    def __init__(self, rows: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_items: int):
+    def __init__(self, rows: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_items: int,
+                 positions: np.ndarray | None = None):
         self.rows = rows  # [m] int64 catalog rows, cell after cell
-        self.vectors = vectors  # [m, dim] float32, same order
+        self.vectors = vectors  # [m', dim] float32: the rows' vectors in that order, or a superset (see positions)
+        self.positions = positions  # [m] int64 rows of `vectors` holding `rows`' vectors; None: the same order
         self.offsets = offsets  # [n_cells + 1] int64: where each cell starts in `rows`
         sizes = np.diff(offsets)
         self.cell_of_row = np.full(n_items, -1, np.int64)  # [n_items]: -1 for rows in no cell (filtered out)
@@ -351,7 +366,14 @@ class _CellScanner:
     def restricted(self, allowed: np.ndarray) -> "_CellScanner":
         """The same cells holding only the rows where `allowed` [n_items] is True."""
         keep = allowed[self.rows]
-        return _CellScanner(self.rows[keep], self.vectors[keep], np.r_[0, np.cumsum(keep)][self.offsets], len(allowed))
+        positions = np.flatnonzero(keep) if self.positions is None else self.positions[keep]
+        return _CellScanner(self.rows[keep], self.vectors, np.r_[0, np.cumsum(keep)][self.offsets], len(allowed), positions)
+
+    def cell_vectors(self, first: int, last: int) -> np.ndarray:
+        """[last - first, dim] vectors of `rows[first:last]` (a view, or a gather when restricted)."""
+        if self.positions is None:
+            return self.vectors[first:last]
+        return self.vectors[self.positions[first:last]]
 
     def top_k(self, queries: np.ndarray, probes: np.ndarray, k: int, ex_queries: np.ndarray, ex_rows: np.ndarray,
               pool: ThreadPoolExecutor, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -395,9 +417,12 @@ class _CellScanner:
             scores = np.empty((q, k), dtype=np.float32)
             rows = np.empty((q, k), dtype=np.int64)
             heaps = _heaps(scores, rows)  # the k largest inner products per query
+            vectors, gathered = None, -1
             for i in part:
                 a, b, first, last = blocks[i]
-                block = queries[query_of[a:b]] @ self.vectors[first:last].T  # [b - a, cell size]
+                if first != gathered:  # a cell split into several blocks is gathered once
+                    vectors, gathered = self.cell_vectors(first, last), first
+                block = queries[query_of[a:b]] @ vectors.T  # [b - a, cell size]
                 lo, hi = bounds[i], bounds[i + 1]
                 if hi > lo:
                     block[ex_slots[lo:hi] - a, ex_columns[lo:hi]] = -np.inf

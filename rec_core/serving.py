@@ -479,8 +479,11 @@ class Recommender:
             block = slice(start, start + batch_size)
             profiles = [state.feature_source.user_profile(u) for u in user_ids[block]] if user_rules else []
             if all(hasattr(rule, "excluded_rows") for rule in user_rules):
-                pairs = [rule.excluded_rows(state.attributes, profiles) for rule in user_rules]
-                excluded = tuple(np.concatenate([p[i] for p in pairs]) for i in (0, 1)) if pairs else None
+
+                def excluded():  # the (user, row) pairs the per-user rules drop, built while FAISS assigns cells
+                    pairs = [rule.excluded_rows(state.attributes, profiles) for rule in user_rules]
+                    return tuple(np.concatenate([p[i] for p in pairs]) for i in (0, 1)) if pairs else None
+
                 scores, rows = index.search_batch(embeddings[block], k, threads, catalog_keep, excluded)  # [B, k] each
                 top_rows[block], top_scores[block] = rows, np.where(rows >= 0, scores, 0)
                 short = np.flatnonzero(rows[:, -1] < 0)  # the probed cells ran out of allowed items
@@ -492,8 +495,7 @@ class Recommender:
                 top_rows[start + b] = -1
                 top_rows[start + b, :len(found)] = [row for row, _ in found]
                 top_scores[start + b, :len(found)] = [score for _, score in found]
-        item_ids = np.asarray(index.item_ids, dtype=object)
-        listed_ids = item_ids[np.maximum(top_rows, 0)].tolist()
+        listed_ids = state.attributes.item_ids[np.maximum(top_rows, 0)].tolist()  # ids in index row order
         listed_scores = top_scores.tolist()
         for u in np.flatnonzero(top_rows[:, -1] < 0).tolist():  # short lists: cut at the first -1
             length = int((top_rows[u] >= 0).sum())
