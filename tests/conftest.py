@@ -23,6 +23,14 @@ def small_dataset():
     return generate_dataset(GeneratorConfig(n_users=300, n_items=800, n_interactions=15_000, seed=7))
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """A dataset of a few dozen items, for tests that draw or encode every one of them."""
+    from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
+
+    return generate_dataset(GeneratorConfig(n_users=12, n_items=24, n_interactions=60, seed=3))
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 

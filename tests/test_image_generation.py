@@ -21,13 +21,7 @@ from rec_core.generation.generate_images import (
     image_inventory,
     main,
 )
-from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
 from tests.tiny_models import save_tiny_stable_diffusion
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return generate_dataset(GeneratorConfig(n_users=12, n_items=24, n_interactions=60, seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +34,8 @@ def _tiny_diffusers(model_dir, **overrides) -> ImageGenerationConfig:
                                  batch_size=2, **overrides)
 
 
-def test_placeholders_are_deterministic_hashed_and_drawn_only_once(tmp_path, dataset):
-    items = dataset.items.copy()
+def test_placeholders_are_deterministic_hashed_and_drawn_only_once(tmp_path, tiny_dataset):
+    items = tiny_dataset.items.copy()
     items.loc[0, "product_name"] = "../../etc/passwd <script>"  # names never reach the file system
     first = generate_images(items, tmp_path / "a")
     assert sorted(first.generated) == sorted(items["item_id"]) and first.existing == 0
@@ -58,8 +52,8 @@ def test_placeholders_are_deterministic_hashed_and_drawn_only_once(tmp_path, dat
     assert items["img_link"].tolist() == items["item_id"].map(image_link).tolist()
 
 
-def test_placeholder_cards_differ_by_item(tmp_path, dataset):
-    items = dataset.items.head(2)
+def test_placeholder_cards_differ_by_item(tmp_path, tiny_dataset):
+    items = tiny_dataset.items.head(2)
     generate_images(items, tmp_path)
     a, b = (np.asarray(Image.open(tmp_path / image_filename(i))) for i in items["item_id"])
     assert (a != b).any()
@@ -71,8 +65,8 @@ def test_prompt_uses_name_and_description():
     assert len(prompt.split()) < 60
 
 
-def test_tiny_diffusers_pipeline_draws_seeded_images(tmp_path, dataset, tiny_pipeline_dir):
-    items = dataset.items.head(3)
+def test_tiny_diffusers_pipeline_draws_seeded_images(tmp_path, tiny_dataset, tiny_pipeline_dir):
+    items = tiny_dataset.items.head(3)
     report = generate_images(items, tmp_path / "a", _tiny_diffusers(tiny_pipeline_dir))
     assert len(report.generated) == 3
     first = [(tmp_path / "a" / image_filename(i)) for i in items["item_id"]]
@@ -84,8 +78,8 @@ def test_tiny_diffusers_pipeline_draws_seeded_images(tmp_path, dataset, tiny_pip
                                    np.asarray(Image.open(tmp_path / "b" / image_filename(item_id))).astype(int), atol=2)
 
 
-def test_diffusers_replaces_placeholders_only_when_asked(tmp_path, dataset, tiny_pipeline_dir):
-    items = dataset.items.head(2)
+def test_diffusers_replaces_placeholders_only_when_asked(tmp_path, tiny_dataset, tiny_pipeline_dir):
+    items = tiny_dataset.items.head(2)
     generate_images(items, tmp_path)
     assert generate_images(items, tmp_path, _tiny_diffusers(tiny_pipeline_dir)).generated == []
     replaced = generate_images(items, tmp_path, _tiny_diffusers(tiny_pipeline_dir, replace_placeholders=True))
@@ -94,9 +88,9 @@ def test_diffusers_replaces_placeholders_only_when_asked(tmp_path, dataset, tiny
     assert inventory["backend"].tolist() == ["diffusers", "diffusers"] and not inventory["is_placeholder"].any()
 
 
-def test_missing_diffusion_weights_give_a_clear_error(tmp_path, dataset):
+def test_missing_diffusion_weights_give_a_clear_error(tmp_path, tiny_dataset):
     with pytest.raises(ImageGenerationError, match="cannot be loaded.*--backend placeholder"):
-        generate_images(dataset.items.head(1), tmp_path, _tiny_diffusers(tmp_path / "no-model"))
+        generate_images(tiny_dataset.items.head(1), tmp_path, _tiny_diffusers(tmp_path / "no-model"))
 
 
 def test_unknown_backend_is_refused():
@@ -104,9 +98,9 @@ def test_unknown_backend_is_refused():
         ImageGenerationConfig(backend="dalle")
 
 
-def test_command_line_generates_missing_images(tmp_path, dataset, capsys):
+def test_command_line_generates_missing_images(tmp_path, tiny_dataset, capsys):
     items_path = tmp_path / "items.parquet"
-    storage.write_parquet(dataset.items.head(5), items_path)
+    storage.write_parquet(tiny_dataset.items.head(5), items_path)
     assert main(["--items", str(items_path), "--output", str(tmp_path / "out")]) == 0
     assert "5 generated" in capsys.readouterr().out
     assert main(["--items", str(items_path), "--output", str(tmp_path / "out")]) == 0
@@ -117,9 +111,9 @@ def test_command_line_generates_missing_images(tmp_path, dataset, capsys):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
-def test_tiny_diffusers_runs_in_fp16_on_cuda(tmp_path, dataset, tiny_pipeline_dir):
+def test_tiny_diffusers_runs_in_fp16_on_cuda(tmp_path, tiny_dataset, tiny_pipeline_dir):
     config = ImageGenerationConfig(backend="diffusers", model=str(tiny_pipeline_dir), device="cuda", image_size=32,
                                    steps=2, batch_size=2)
-    report = generate_images(dataset.items.head(4), tmp_path, config)
+    report = generate_images(tiny_dataset.items.head(4), tmp_path, config)
     assert len(report.generated) == 4
     assert all(Image.open(tmp_path / image_filename(i)).size == (32, 32) for i in report.generated)

@@ -9,7 +9,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import dagster as dg
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from rec_assets.assets.embeddings import (
     item_clip_embeddings,
@@ -22,13 +21,7 @@ from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResou
 from rec_core import storage
 from rec_core.data.paths import image_link
 from rec_core.embeddings import embedding_matrix, embedding_table, preference_sentence, text_hash
-from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
 from tests.tiny_models import save_tiny_clip
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return generate_dataset(GeneratorConfig(n_users=12, n_items=24, n_interactions=60, seed=3))
 
 
 def test_preference_sentence():
@@ -64,9 +57,9 @@ def _metadata(result, asset):
     return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
 
 
-def test_assets_materialize_incrementally_with_clip_disabled_then_enabled(tmp_path, dataset, monkeypatch):
+def test_assets_materialize_incrementally_with_clip_disabled_then_enabled(tmp_path, tiny_dataset, monkeypatch):
     monkeypatch.setenv("REC_CLIP_MODEL", str(tmp_path / "no-clip-here"))
-    items, users = dataset.items.copy(), dataset.users.copy()
+    items, users = tiny_dataset.items.copy(), tiny_dataset.users.copy()
     first = _materialize(tmp_path / "root", items, users)
     assert first.success
 
