@@ -334,18 +334,18 @@ class ItemIndex:
 class _CellScanner:
     """Item vectors grouped in cells, each scanned with one matrix product per batch of queries.
 
-    The cells are an IVF index's, or one cell holding the whole catalog for an exact index. They
-    listed back to back in cell order (`rows`; cell c is `offsets[c]:offsets[c+1]`) with their
-    vectors in the same order, so `restricted` filters every cell with one mask. A restricted
-    scanner keeps the full vectors and gathers the allowed ones of a cell when it scans it: the
-    gathers then run on the scanning threads instead of as one serial copy up front.
+    The cells are an IVF index's, or one cell holding the whole catalog for an exact index. Their
+    rows are listed back to back in cell order (`rows`; cell c is `offsets[c]:offsets[c+1]`), so
+    `restricted` filters every cell with one mask. The vectors stay the index's own (catalog
+    order): an IVF cell's are gathered when it is scanned, so gathers run on the scanning threads
+    instead of as one serial copy up front, and no second copy of the catalog is kept.
     """
 
     def __init__(self, rows: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_items: int,
                  positions: np.ndarray | None = None):
         self.rows = rows  # [m] int64 catalog rows, cell after cell
-        self.vectors = vectors  # [m', dim] float32: the rows' vectors in that order, or a superset (see positions)
-        self.positions = positions  # [m] int64 rows of `vectors` holding `rows`' vectors; None: the same order
+        self.vectors = vectors  # [n, dim] float32: the vectors `positions` point into
+        self.positions = positions  # [m] int64: the row of `vectors` of each of `rows`; None: `vectors` is in that order
         self.offsets = offsets  # [n_cells + 1] int64: where each cell starts in `rows`
         sizes = np.diff(offsets)
         self.cell_of_row = np.full(n_items, -1, np.int64)  # [n_items]: -1 for rows in no cell (filtered out)
@@ -361,7 +361,7 @@ class _CellScanner:
         sizes = [invlists.list_size(cell) for cell in range(index.nlist)]
         rows = np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(cell), size) if size else np.empty(0, np.int64)
                                for cell, size in enumerate(sizes)]).astype(np.int64)
-        return cls(rows, vectors[rows], np.r_[0, np.cumsum(sizes)], len(vectors))
+        return cls(rows, vectors, np.r_[0, np.cumsum(sizes)], len(vectors), positions=rows)
 
     def restricted(self, allowed: np.ndarray) -> "_CellScanner":
         """The same cells holding only the rows where `allowed` [n_items] is True."""
@@ -370,7 +370,7 @@ class _CellScanner:
         return _CellScanner(self.rows[keep], self.vectors, np.r_[0, np.cumsum(keep)][self.offsets], len(allowed), positions)
 
     def cell_vectors(self, first: int, last: int) -> np.ndarray:
-        """[last - first, dim] vectors of `rows[first:last]` (a view, or a gather when restricted)."""
+        """[last - first, dim] vectors of `rows[first:last]` (a view of an exact index's, else a gather)."""
         if self.positions is None:
             return self.vectors[first:last]
         return self.vectors[self.positions[first:last]]

@@ -480,7 +480,7 @@ class Recommender:
             profiles = [state.feature_source.user_profile(u) for u in user_ids[block]] if user_rules else []
             if all(hasattr(rule, "excluded_rows") for rule in user_rules):
 
-                def excluded():  # the (user, row) pairs the per-user rules drop, built while FAISS assigns cells
+                def excluded(profiles=profiles):  # the (user, row) pairs the rules drop, built while FAISS assigns cells
                     pairs = [rule.excluded_rows(state.attributes, profiles) for rule in user_rules]
                     return tuple(np.concatenate([p[i] for p in pairs]) for i in (0, 1)) if pairs else None
 

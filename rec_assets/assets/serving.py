@@ -20,7 +20,7 @@ from rec_core.serving import (
     vector_table,
 )
 
-SERVING_VERSION = "1"
+SERVING_VERSION = "2"  # 2: finer nprobe tuning; filters applied inside the batched scan
 
 
 class ItemIndexConfig(dg.Config):
@@ -118,7 +118,7 @@ def item_index(config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embe
     code_version=SERVING_VERSION,
     deps=[item_index],
     description="Top-k items per user (available, not already interacted with), from multithreaded batched index "
-    "searches with vectorized filters: "
+    "searches that apply the filters while they scan: "
     "user_id, top_k_item_ids, top_k_scores, model_version.",
 )
 def user_recommendations(config: UserRecommendationsConfig, items: pd.DataFrame, users: pd.DataFrame,
