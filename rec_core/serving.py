@@ -54,7 +54,7 @@ from rec_core.filtering import (
     parse_filters,
 )
 from rec_core.index import REPORT_FILE, ItemIndex
-from rec_core.storage import as_path, read_asset_table, read_parquet
+from rec_core.storage import as_path, read_asset_table
 
 ITEM_INDEX_DIR = "item_index"
 MODEL_DIR = "two_tower_model"
