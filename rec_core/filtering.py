@@ -130,8 +130,8 @@ class ItemAttributes:
     def has_id(self, rows: np.ndarray, item_ids: set[str] | frozenset[str]) -> np.ndarray:
         """[len(rows)] bool: the row's item id is in `item_ids` (rows may repeat an id, e.g. one per user)."""
         if self._position_of is not None and len(rows) > 4096 and len(item_ids) < len(rows):  # a catalog scan
-            positions = [self._position_of[i] for i in item_ids if i in self._position_of]
-            return np.isin(rows, np.asarray(positions, dtype=np.int64))
+            positions = self.rows_of(item_ids, len(item_ids))
+            return np.isin(rows, positions[positions >= 0])
         return np.fromiter((i in item_ids for i in self.item_ids[rows]), dtype=bool, count=len(rows))
 
     def category_mask(self, node: str, rule: str) -> np.ndarray:

@@ -488,7 +488,7 @@ class Recommender:
                 top_rows[block], top_scores[block] = rows, np.where(rows >= 0, scores, 0)
                 short = np.flatnonzero(rows[:, -1] < 0)  # the probed cells ran out of allowed items
             else:
-                short = np.arange(len(top_rows[block]))
+                short = np.arange(len(profiles))  # a per-user rule without excluded_rows: every user alone
             for b in short.tolist():
                 allowed = self._allowed_rows(state, profiles[b] if profiles else None, rules, catalog_keep)
                 found = index.search_allowed(embeddings[start + b], allowed, k)
