@@ -3,6 +3,11 @@
 `time` (default) holds out each user's most recent interactions, as a deployed model meets
 them; `random` holds out a seeded random share per user, the protocol of most published
 MovieLens numbers. Users with fewer than `min_interactions` interactions stay in train.
+
+`cold-items` measures what a model does with items it never saw: a seeded share of the items
+(`cold_item_fraction`, 10% by default) is cold and every interaction with them goes to test;
+the other interactions are split per user exactly as `random` does. `cold_item_ids` names the
+cold items again from the same inputs, so evaluation can rank among them.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SPLIT_METHODS = ("time", "random")
+SPLIT_METHODS = ("time", "random", "cold-items")
 
 
 def split_interactions(
@@ -20,18 +25,26 @@ def split_interactions(
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
     min_interactions: int = 3,
+    cold_item_fraction: float = 0.1,
 ) -> pd.DataFrame:
     """Returns `interactions` with a `split` column: train, validation or test.
 
     Per user with n >= min_interactions: round(n * test_fraction) (at least 1) go to test and
     round(n * validation_fraction) (at least 1 when the fraction is positive) to validation;
-    the rest is train.
+    the rest is train. With `cold-items` this applies to each user's warm-item interactions.
     """
     if method not in SPLIT_METHODS:
         raise ValueError(f"unknown split method '{method}': use one of {SPLIT_METHODS}")
     if not (0 < test_fraction < 1 and 0 <= validation_fraction < 1 and test_fraction + validation_fraction < 1):
         raise ValueError("fractions must satisfy 0 < test, 0 <= validation, test + validation < 1")
     frame = interactions.reset_index(drop=True)
+    if method == "cold-items":
+        cold = frame["item_id"].astype(str).isin(cold_item_ids(frame, cold_item_fraction, seed)).to_numpy()
+        warm = split_interactions(frame[~cold], "random", seed, test_fraction, validation_fraction, min_interactions)
+        result = frame.copy()
+        result["split"] = "test"
+        result.loc[~cold, "split"] = warm["split"].to_numpy()  # the recursive call keeps row order
+        return result
     if method == "time":
         order_key = pd.to_datetime(frame["timestamp"], utc=True).astype("int64").to_numpy()
     else:
@@ -53,3 +66,17 @@ def split_interactions(
     result = frame.copy()
     result.loc[order, "split"] = split
     return result
+
+
+def cold_item_ids(interactions: pd.DataFrame, fraction: float = 0.1, seed: int = 0) -> list[str]:
+    """The items the `cold-items` split holds out: round(fraction * items interacted with), at least 1, seeded.
+
+    Drawn from the sorted distinct item ids, so the choice depends on the data and the seed only,
+    not on row order.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"cold_item_fraction must be within (0, 1), got {fraction}")
+    items = np.sort(interactions["item_id"].astype(str).unique())
+    n_cold = max(1, round(fraction * len(items)))
+    chosen = np.random.default_rng(seed).choice(len(items), n_cold, replace=False)
+    return sorted(items[chosen].tolist())
