@@ -135,7 +135,8 @@ def prepare_training_data(
         raise ValueError("interaction_splits: the train split has no positive interactions to learn from")
     example_items = item_row[positives["item_id"]].to_numpy()
     # each example's age within its user's train sequence: 0 = newest, 1 = oldest
-    from_end = positives.groupby("user_id")["timestamp"].rank(method="first", ascending=False).to_numpy() - 1
+    # (tied timestamps share one age: their order says nothing)
+    from_end = positives.groupby("user_id")["timestamp"].rank(method="average", ascending=False).to_numpy() - 1
     per_user = positives.groupby("user_id")["timestamp"].transform("size").to_numpy()
     recency_weight = config.recency_weight
     if recency_weight is None:
@@ -158,14 +159,25 @@ def prepare_training_data(
 
 
 def is_time_split(splits: pd.DataFrame) -> bool:
-    """Whether (nearly) every validation interaction is no older than its user's newest train interaction."""
+    """Whether the held-out interactions follow each user's train interactions in time.
+
+    Only validation rows whose timestamp differs from their user's newest train timestamp say
+    anything about order: a tie fits a time split and a random split equally well. So the split
+    counts as a time split when (nearly) every untied row is later, and most rows are untied;
+    data whose timestamps tie (day-granular logs, or one shared import time) is not ordered
+    enough for recency weighting to mean anything, whichever split produced it.
+    """
     last_train = splits[splits["split"] == "train"].groupby("user_id")["timestamp"].max()
     validation = splits[splits["split"] == "validation"]
     validation = validation[validation["user_id"].isin(last_train.index)]
     if validation.empty:
         return False
-    later = validation["timestamp"].to_numpy() >= last_train.reindex(validation["user_id"]).to_numpy()
-    return bool(later.mean() >= 0.95)
+    held_out = validation["timestamp"].to_numpy()
+    newest_train = last_train.reindex(validation["user_id"]).to_numpy()
+    untied = held_out != newest_train
+    if untied.mean() < 0.5:
+        return False
+    return bool((held_out[untied] > newest_train[untied]).mean() >= 0.95)
 
 
 def build_model(data: TrainingData, config: TrainingConfig) -> TwoTower:

@@ -149,3 +149,23 @@ def test_training_runs_on_cuda(small_dataset, splits):
     encoder = TwoTowerEncoder(trained.model, trained.preprocessing, device="cuda")
     _, vectors = encoder.encode_items(small_dataset.items.head(10))
     assert vectors.shape == (10, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_tied_timestamps_train_as_a_random_split(small_dataset):
+    """Day-granular or single-import data: a random split of tied timestamps is no time split, gets no
+    recency weighting, and learns as well as the same data with distinct timestamps."""
+    distinct = small_dataset.interactions
+    tied = distinct.assign(timestamp=distinct["timestamp"].min())
+    random_tied = split_interactions(tied, method="random", seed=0)
+    random_distinct = split_interactions(distinct, method="random", seed=0)
+    assert (random_tied["split"].to_numpy() == random_distinct["split"].to_numpy()).all()
+    assert not is_time_split(random_tied)
+    config = TrainingConfig(max_epochs=6, patience=6)
+    recalls = {}
+    for name, splits in {"tied": random_tied, "distinct": random_distinct}.items():
+        data = prepare_training_data(small_dataset.users, small_dataset.items, splits, config=config)
+        assert torch.allclose(data.example_weights, torch.ones(1))
+        trained = train_two_tower(data, config, progress=False)
+        recalls[name] = max(h["validation_recall_at_10"] for h in trained.history)
+    assert recalls["tied"] > 0.02
+    assert abs(recalls["tied"] - recalls["distinct"]) <= 0.15 * recalls["distinct"]
