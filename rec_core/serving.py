@@ -16,9 +16,10 @@ fastest way to serve single requests, and the objects here are safe to share bet
 `recommend_batch` (the offline top-k for every user) instead searches on every core for the
 duration of the call, and evaluates filters for a whole block of users with array operations.
 
-`reload()` swaps in a newly published item index (with the item table, embeddings and model
-read alongside it) while requests are being served: the new version is read completely, then
-one reference is replaced, so every request runs on exactly one version and none fails.
+`load` and `reload()` read the release named by `<root>/releases/current.json` (`rec_core.release`;
+a root without releases is read as it lies). `reload()` swaps in a newly published release while
+requests are being served: it is read completely, then one reference is replaced, so every
+request runs on exactly one release and none fails; each answer carries its `release_id`.
 
 User features come through a `FeatureSource` (embedding and profile per user id): by default
 the in-memory one built from the artifacts; a feature store can supply another.
@@ -29,7 +30,6 @@ Bad requests raise `ServingError` subclasses with a message fit for the caller; 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -53,11 +53,18 @@ from rec_core.filtering import (
     keep_mask,
     parse_filters,
 )
-from rec_core.index import REPORT_FILE, ItemIndex
-from rec_core.storage import as_path, read_asset_table
+from rec_core.index import ItemIndex
+from rec_core.release import (
+    ITEM_INDEX_DIR,
+    MODEL_DIR,
+    ReleaseCheckedFeatures,
+    artifact_paths,
+    current_release,
+    model_version,
+    published_marker,
+)
+from rec_core.storage import as_path, read_table_file
 
-ITEM_INDEX_DIR = "item_index"
-MODEL_DIR = "two_tower_model"
 DISPLAY_FIELDS = ("product_name", "category", "discounted_price", "actual_price", "rating", "rating_count", "img_link")
 
 
@@ -104,11 +111,13 @@ class RecommendedItem:
 
 @dataclass(frozen=True)
 class Recommendations(Sequence[RecommendedItem]):
-    """A ranked list; `reason` says why it holds fewer than `requested` items (None when full)."""
+    """A ranked list; `reason` says why it holds fewer than `requested` items (None when full);
+    `release_id` names the release it was answered from (None for a root without releases)."""
 
     items: tuple[RecommendedItem, ...]
     requested: int
     reason: str | None = None
+    release_id: str | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -124,7 +133,8 @@ class Recommendations(Sequence[RecommendedItem]):
         return [item.item_id for item in self.items]
 
     def to_dict(self) -> dict:
-        return {"items": [item.to_dict() for item in self.items], "requested": self.requested, "reason": self.reason}
+        return {"items": [item.to_dict() for item in self.items], "requested": self.requested, "reason": self.reason,
+                "release_id": self.release_id}
 
 
 # ---- feature sources -----------------------------------------------------------------------
@@ -228,11 +238,12 @@ class _ServingState:
     all_rows: np.ndarray  # [n_items] arange, for catalog-wide masks
     text: "_TextSearch"
     image: "_ImageSearch"
+    release: dict | None  # the manifest of the release this state was read from
 
     @classmethod
     def build(cls, items: pd.DataFrame, index: ItemIndex, feature_source: FeatureSource, config: "RecommenderConfig",
               encoder, item_text_embeddings: pd.DataFrame | None, item_clip_embeddings: pd.DataFrame | None,
-              model_dir: str | None) -> "_ServingState":
+              model_dir: str | None, release: dict | None = None) -> "_ServingState":
         users = getattr(feature_source, "embeddings", None)  # the in-memory source's [n_users, dim]
         if isinstance(users, np.ndarray) and users.ndim == 2 and len(users) and users.shape[1] != index.dim:
             raise ValueError(f"user embeddings have {users.shape[1]} dimensions but the item index has {index.dim}; "
@@ -241,27 +252,33 @@ class _ServingState:
         return cls(index, feature_source, encoder, model_dir, ItemAttributes(items),
                    {name: _display_column(items, name) for name in DISPLAY_FIELDS}, np.arange(len(index)),
                    _TextSearch(items, item_text_embeddings, config.name_weight),
-                   _ImageSearch(index.item_ids, item_clip_embeddings))
+                   _ImageSearch(index.item_ids, item_clip_embeddings), release)
 
     @classmethod
-    def read(cls, root, config: "RecommenderConfig", feature_source: FeatureSource | None) -> "_ServingState":
-        """Reads an artifact root (`<root>/items.parquet`, `<root>/item_index/`, ...); with `feature_source`
-        None, the in-memory one is built from `user_embeddings`, `users` and `interactions`."""
-        items = read_asset_table(root, "items")
-        index = ItemIndex.load(root / ITEM_INDEX_DIR)
+    def read(cls, root, config: "RecommenderConfig", feature_source: FeatureSource | None,
+             release: dict | None = None) -> "_ServingState":
+        """Reads the current release of an artifact root (`release` None), or the given one; with
+        `feature_source` None, the in-memory one is built from `user_embeddings`, `users` and `interactions`.
+        A feature source that reports model versions only serves vectors of the release's model."""
+        release = release or current_release(root)
+        paths = artifact_paths(root, release)
+        table = lambda name, required=False: read_table_file(paths[name], name, required) if name in paths else None
+        items = table("items", True)
+        index = ItemIndex.load(paths[ITEM_INDEX_DIR])
         if feature_source is None:
-            user_embeddings = read_asset_table(root, "user_embeddings")
-            feature_source = InMemoryFeatureSource.from_tables(
-                user_embeddings, read_asset_table(root, "users", required=False),
-                read_asset_table(root, "interactions", required=False))
-        encoder, model_dir = None, root / MODEL_DIR
-        if model_dir.exists():
+            feature_source = InMemoryFeatureSource.from_tables(table("user_embeddings", True), table("users"),
+                                                               table("interactions"))
+        elif release is not None:
+            vectors = table("user_embeddings")
+            feature_source = ReleaseCheckedFeatures(feature_source, release["model_version"], None if vectors is None
+                                                    else InMemoryFeatureSource.from_tables(vectors, None, None))
+        encoder, model_dir = None, paths.get(MODEL_DIR)
+        if model_dir is not None and model_dir.exists():
             from rec_core.inference import TwoTowerEncoder
 
             encoder = TwoTowerEncoder.load(model_dir, device=config.device)
-        return cls.build(items, index, feature_source, config, encoder,
-                         read_asset_table(root, "item_text_embeddings", required=False),
-                         read_asset_table(root, "item_clip_embeddings", required=False), str(model_dir))
+        return cls.build(items, index, feature_source, config, encoder, table("item_text_embeddings"),
+                         table("item_clip_embeddings"), str(model_dir or as_path(root) / MODEL_DIR), release)
 
 
 class Recommender:
@@ -292,44 +309,52 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str | os.PathLike, feature_source: FeatureSource | None = None,
-             config: RecommenderConfig | None = None) -> "Recommender":
-        """Loads from an artifact root (`<root>/items.parquet`, `<root>/item_index/`, ...)."""
+             config: RecommenderConfig | None = None, release: dict | None = None) -> "Recommender":
+        """Loads the current release of an artifact root (`release`: another manifest of it instead)."""
         root = as_path(path)
         config = config or RecommenderConfig()
         recommender = cls.__new__(cls)
-        recommender._start(config, _ServingState.read(root, config, feature_source), root, feature_source is None)
+        recommender._start(config, _ServingState.read(root, config, feature_source, release), root,
+                           feature_source is None)
         return recommender
 
     def reload(self, force: bool = False) -> bool:
-        """Swaps in the item index published under the artifact root since the last load; True if it did.
+        """Swaps in the release published under the artifact root since the last load (for a root
+        without releases, the item index published there); True if it did.
 
         The new version (index, item table, text and image embeddings, the two-tower model and,
         unless a feature source was passed to `load`, the user embeddings and profiles) is read
         and checked completely before one reference is replaced, so requests keep being answered
         throughout: those already running finish on the old version, later ones use the new one.
         If the new version cannot be read, this raises and the old version keeps serving.
-        Without `force`, nothing is read when the published index has the build id being served.
+        Without `force`, nothing is read when the published release (index build) is the one served.
         Concurrent calls run one at a time.
         """
         if self.root is None:
             raise ValueError("this Recommender was not loaded from an artifact root, so there is nothing to reload; "
                              "use Recommender.load(root)")
         with self._reload_lock:
-            if not force and self.published_build_id() == self.build_id:
+            served = self._state.release["release_id"] if self._state.release else self.build_id
+            if not force and published_marker(self.root) == served:
                 return False
             features = None if self._own_feature_source else self._state.feature_source
             self._state = _ServingState.read(self.root, self.config, features)
             return True
 
     def published_build_id(self) -> str | None:
-        """The build id of the item index now published under the artifact root; None when there is no
-        root, or no report at this instant (a swap in progress, which `ItemIndex.load` waits out)."""
+        """The build id of the item index now published under the artifact root (of its current release);
+        None when there is no root, or no report at this instant (a swap, which `ItemIndex.load` waits out)."""
         if self.root is None:
             return None
-        try:
-            return json.loads((self.root / ITEM_INDEX_DIR / REPORT_FILE).read_text()).get("build_id")
-        except FileNotFoundError:
-            return None
+        release = current_release(self.root)
+        return release["index_build_id"] if release else published_marker(self.root)
+
+    @property
+    def release(self) -> dict | None:
+        """The manifest of the release being served (`release_id`, `model_version`, `created_at`, ...);
+        None when serving a root without releases."""
+        release = self._state.release
+        return None if release is None else dict(release)
 
     @property
     def build_id(self) -> str:
@@ -571,7 +596,7 @@ class Recommender:
                             d["rating_count"][row], d["img_link"][row])
             for row, score, match in picked
         )
-        return Recommendations(items, k, reason)
+        return Recommendations(items, k, reason, state.release["release_id"] if state.release else None)
 
     def _encode_cold_user(self, state: _ServingState, profile: UserProfile) -> np.ndarray:
         """The user tower on demographics and stated preferences only (no history)."""
@@ -625,23 +650,16 @@ class Recommender:
 
 
 # ---- serving artifacts ---------------------------------------------------------------------
-def vector_table(key: str, ids: Sequence[str], vectors: np.ndarray) -> pa.Table:
-    """An `item_embeddings` / `user_embeddings` table: `key` and `embedding` (fixed-size float32 lists).
+def vector_table(key: str, ids: Sequence[str], vectors: np.ndarray, model_version: str | None = None) -> pa.Table:
+    """An `item_embeddings` / `user_embeddings` table: `key`, `embedding` (fixed-size float32 lists) and,
+    when given, `model_version` (the model the vectors come from, checked when they are released).
 
     An Arrow table rather than a DataFrame: pandas cannot keep the fixed-size list type through parquet.
     """
-    return pa.table({key: pa.array([str(i) for i in ids], pa.string()), "embedding": fixed_size_vectors(vectors)})
-
-
-def model_version(model_dir: str | os.PathLike) -> str:
-    """A short digest of the model weights: which model produced a set of recommendations."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with as_path(model_dir).joinpath("model.safetensors").open("rb") as weights:
-        for chunk in iter(lambda: weights.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    columns = {key: pa.array([str(i) for i in ids], pa.string()), "embedding": fixed_size_vectors(vectors)}
+    if model_version is not None:
+        columns["model_version"] = pa.array([model_version] * len(columns[key]), pa.string())
+    return pa.table(columns)
 
 
 # ---- search helpers ------------------------------------------------------------------------

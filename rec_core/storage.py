@@ -62,6 +62,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        apply_umask(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -96,6 +97,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+        apply_umask(staging)
         if target.exists() and _exchange(staging, target):
             return  # `staging` now holds the old version; the finally clause removes it
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
@@ -105,6 +107,33 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def apply_umask(path: Path) -> None:
+    """Gives `path` (and, for a directory, everything under it) the mode the process umask grants.
+
+    Writers that go through a temporary file (safetensors, `tempfile`) create it 0600, and a rename
+    keeps that mode: without this, one artifact of a published version would be unreadable to the
+    serving user while every other one is readable.
+    """
+    umask = _process_umask()
+    for entry in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        if not entry.is_symlink():
+            entry.chmod((0o777 if entry.is_dir() else 0o666) & ~umask)
+
+
+def _process_umask() -> int:
+    """The umask, read without changing it where Linux shows it (setting it, even briefly, races other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 _RENAME_EXCHANGE = 2
@@ -165,7 +194,12 @@ def read_parquet(path: str | os.PathLike) -> pa.Table:
 def read_asset_table(root: str | os.PathLike, name: str, required: bool = True) -> pd.DataFrame | None:
     """The table an asset stored as `<root>/<name>.parquet`; when absent, None if optional, else an
     error naming the file and the asset to materialize."""
-    path = as_path(root) / f"{name}.parquet"
+    return read_table_file(as_path(root) / f"{name}.parquet", name, required)
+
+
+def read_table_file(path, name: str, required: bool = True) -> pd.DataFrame | None:
+    """The table of asset `name` stored at `path` (a `Path` or `UPath`); when absent, None if
+    optional, else an error naming the file and the asset to materialize."""
     if not path.exists():
         if required:
             raise FileNotFoundError(f"{path}: missing; materialize the '{name}' asset first")
