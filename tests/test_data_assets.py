@@ -91,3 +91,21 @@ def test_splits_check_fails_when_an_interaction_is_lost(small_dataset):
     assert ok.passed
     lost = splits_complete(interaction_splits=splits.iloc[1:], interactions=small_dataset.interactions)
     assert not lost.passed and lost.metadata["same_interactions"].value is False
+
+
+def test_amazon_reviews_source(tmp_path):
+    from tests.test_amazon_reviews import META_2018, REVIEWS_2018, write_lines
+
+    source = tmp_path / "amazon"
+    source.mkdir()
+    write_lines(source / "reviews_Electronics_5.json.gz", REVIEWS_2018, gzipped=True)
+    write_lines(source / "meta_Electronics.json", META_2018)
+    result = dg.materialize(
+        [source_tables], resources=_resources(tmp_path / "store"),
+        run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(source), "format": "amazon-reviews"}}}},
+    )
+    assert result.success
+    items = read_parquet(tmp_path / "store" / "items.parquet").to_pandas().set_index("item_id")
+    assert items.at["B001", "product_name"] == "Sony MDR Headphones" and items.at["B001", "actual_price"] == 12.99
+    assert read_parquet(tmp_path / "store" / "source_interactions.parquet").num_rows == len(REVIEWS_2018)
+    assert read_parquet(tmp_path / "store" / "users.parquet").num_rows == 3

@@ -1,7 +1,7 @@
 """Group `data`: users, items and interactions from one source, and their splits.
 
 The source is chosen by run config: the synthetic generator (sizes and seed) or a dataset
-path (MovieLens folder, Amazon CSV, or a folder of parquet tables).
+path (MovieLens folder, Amazon sales CSV, Amazon review JSON lines, or a folder of parquet tables).
 """
 
 
@@ -29,8 +29,10 @@ class DatasetConfig(dg.Config):
     n_items: int = 5_000          # synthetic: number of items
     n_interactions: int = 100_000  # synthetic: number of interactions
     seed: int = 0                 # synthetic: random seed
-    path: Optional[str] = None    # path source: a MovieLens folder, an Amazon CSV, or a folder of parquet tables
-    format: Literal["auto", "movielens", "amazon", "parquet"] = "auto"
+    # path source: a MovieLens folder, an Amazon sales CSV, Amazon review JSON lines (a file, or a folder with one
+    # reviews file and an optional meta_* file; see rec_core.data.amazon_reviews), or a folder of parquet tables
+    path: Optional[str] = None
+    format: Literal["auto", "movielens", "amazon", "amazon-reviews", "parquet"] = "auto"
 
 
 @dg.multi_asset(

@@ -1,6 +1,6 @@
 """Retrieval quality: the two-tower against popularity, EASE and (synthetic) the oracle, same split, same run.
 
-    python -m rec_core.bench quality --dataset synthetic|movielens:PATH|amazon:PATH [--split time|random|cold-items] [--seed S]
+    python -m rec_core.bench quality --dataset synthetic|movielens:PATH|amazon:PATH|amazon-reviews:PATH [--split time|random|cold-items] [--seed S]
 
 Trains with the default `TrainingConfig` on the train split (validation drives early stopping
 and EASE's lambda) and prints every model's test recall@10, NDCG@10 and coverage@10.
@@ -23,7 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load_named_dataset(spec: str, seed: int):
-    """(users, items, interactions, oracle or None) for `synthetic`, `movielens:PATH` or `amazon:PATH`."""
+    """(users, items, interactions, oracle or None) for `synthetic`, `movielens:PATH`, `amazon:PATH` (the sales CSV)
+    or `amazon-reviews:PATH` (review JSON lines: a file, or a folder with a reviews file and an optional `meta_*` file)."""
     from rec_core.data.loaders import load_dataset
 
     kind, _, path = spec.partition(":")
@@ -32,16 +33,16 @@ def load_named_dataset(spec: str, seed: int):
 
         dataset = generate_dataset(GeneratorConfig(n_users=2_000, n_items=5_000, n_interactions=100_000, seed=seed))
         return dataset.users, dataset.items, dataset.interactions, dataset.oracle
-    if kind in ("movielens", "amazon") and path:
+    if kind in ("movielens", "amazon", "amazon-reviews") and path:
         return (*load_dataset(path, kind), None)
-    raise ValueError(f"unknown dataset '{spec}': use synthetic, movielens:PATH or amazon:PATH")
+    raise ValueError(f"unknown dataset '{spec}': use synthetic, movielens:PATH, amazon:PATH or amazon-reviews:PATH")
 
 
 def run(argv: list[str]) -> dict[str, float]:
     from rec_core.data.splits import SPLIT_METHODS
 
     parser = argparse.ArgumentParser(prog="python -m rec_core.bench quality")
-    parser.add_argument("--dataset", default="synthetic", help="synthetic, movielens:PATH or amazon:PATH")
+    parser.add_argument("--dataset", default="synthetic", help="synthetic, movielens:PATH, amazon:PATH or amazon-reviews:PATH")
     parser.add_argument("--split", choices=SPLIT_METHODS, default="time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

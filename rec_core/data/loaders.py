@@ -4,6 +4,8 @@
   `tags.csv`; ml-latest, ml-25m, ...) and the 100K layout (`u.data`, `u.item`, `u.user`).
 - The Amazon sales CSV layout (prices such as `₹1,099`, percentages such as `64%`,
   comma-joined user and review ids per product row).
+- The Amazon review JSON-lines layouts, 2014/2018 and 2023, with optional metadata
+  (`rec_core.data.amazon_reviews`, which reuses the rating mapping below).
 
 Every loader returns tables already validated with `conform`, so a bad file fails here, with
 the file and column named, before anything is written.
@@ -26,7 +28,8 @@ ML_100K_GENRES = (
 
 
 def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Loads `path` as `movielens`, `amazon` or a folder of our own parquet files (`parquet`)."""
+    """Loads `path` as `movielens`, `amazon` (sales CSV), `amazon-reviews` (JSON lines) or a folder of our own
+    parquet files (`parquet`)."""
     path = Path(path)
     if fmt == "auto":
         fmt = _detect_format(path)
@@ -34,9 +37,13 @@ def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.
         return load_movielens(path)
     if fmt == "amazon":
         return load_amazon(path)
+    if fmt == "amazon-reviews":
+        from rec_core.data.amazon_reviews import load_amazon_reviews  # it imports this module's helpers
+
+        return load_amazon_reviews(path)
     if fmt == "parquet":
         return load_parquet_dir(path)
-    raise ValueError(f"unknown dataset format '{fmt}': use auto, movielens, amazon or parquet")
+    raise ValueError(f"unknown dataset format '{fmt}': use auto, movielens, amazon, amazon-reviews or parquet")
 
 
 def _detect_format(path: Path) -> str:
@@ -46,7 +53,12 @@ def _detect_format(path: Path) -> str:
         return "movielens"
     if (path / "recommendation_interactions.parquet").exists() or (path / "interactions.parquet").exists():
         return "parquet"
-    raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV or a folder of parquet tables")
+    from rec_core.data.amazon_reviews import is_amazon_reviews
+
+    if is_amazon_reviews(path):
+        return "amazon-reviews"
+    raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV, Amazon review JSON lines "
+                              "or a folder of parquet tables")
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
@@ -82,7 +94,8 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], source: Path) -> N
         raise DataValidationError(str(source), missing[0], len(frame), f"missing column(s) {missing}")
 
 
-def _numeric(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
+def numeric_column(frame: pd.DataFrame, column: str, source: Path) -> pd.Series:
+    """`frame[column]` as numbers, or an error counting the values that are not."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = int(values.isna().sum())
     if bad:
@@ -115,8 +128,12 @@ def _movie_items(ids: pd.Series, titles: pd.Series, genres: list[list[str]], arr
     })
 
 
-def _rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, seconds: pd.Series,
-                         negative_below: float | None) -> pd.DataFrame:
+def rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, seconds: pd.Series,
+                        negative_below: float | None) -> pd.DataFrame:
+    """One interaction per rating (ids r0, r1, ...): `rate` with its stars, `negative_view` under `negative_below`.
+
+    Every loader of rated reviews maps stars through here, so all datasets mean the same by a type.
+    """
     kind = np.full(len(rating), "rate", dtype=object)
     if negative_below is not None:
         kind[rating.to_numpy() < negative_below] = "negative_view"
@@ -133,7 +150,9 @@ def _rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, se
     })
 
 
-def _users_from_interactions(interactions: pd.DataFrame, demographics: pd.DataFrame | None = None) -> pd.DataFrame:
+def users_from_interactions(interactions: pd.DataFrame, demographics: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The users an interaction table names, signed up at their first interaction; no preferences; age and
+    gender unknown unless `demographics` (user_id, age, gender) says."""
     first = interactions.groupby("user_id", sort=True)["timestamp"].min()
     users = pd.DataFrame({"user_id": first.index.to_numpy(), "signup_date": first.to_numpy(), "preferences": "",
                           "age": pd.array([pd.NA] * len(first), dtype="Int32"), "gender": None})
@@ -165,8 +184,8 @@ def _load_movielens_csv(path: Path, negative_below: float | None):
     movies = _read_csv(movies_path)
     _require_columns(movies, ["movieId", "title", "genres"], movies_path)
     for column in ("userId", "movieId", "rating", "timestamp"):
-        ratings[column] = _numeric(ratings, column, ratings_path)
-    movies["movieId"] = _numeric(movies, "movieId", movies_path)
+        ratings[column] = numeric_column(ratings, column, ratings_path)
+    movies["movieId"] = numeric_column(movies, "movieId", movies_path)
     tags = None
     if (path / "tags.csv").exists():
         raw_tags = _read_csv(path / "tags.csv")
@@ -179,17 +198,17 @@ def _load_movielens_csv(path: Path, negative_below: float | None):
     arrival = pd.to_datetime(year.fillna(first_seen.year).astype(int).astype(str) + "-01-01", utc=True)
     extra = movies["movieId"].map(tags) if tags is not None else None
     items = _movie_items(movies["movieId"].astype(int), movies["title"].astype(str), genres, arrival, extra)
-    interactions = _rating_interactions(ratings["userId"].astype(int), ratings["movieId"].astype(int),
+    interactions = rating_interactions(ratings["userId"].astype(int), ratings["movieId"].astype(int),
                                         ratings["rating"], ratings["timestamp"], negative_below)
-    users = _users_from_interactions(interactions)
-    return _validated(users, items, interactions, ratings_path)
+    users = users_from_interactions(interactions)
+    return validated_tables(users, items, interactions, ratings_path)
 
 
 def _load_movielens_100k(path: Path, negative_below: float | None):
     data_path, item_path, user_path = path / "u.data", path / "u.item", path / "u.user"
     ratings = _read_csv(data_path, sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
     for column in ("user", "item", "rating", "timestamp"):
-        ratings[column] = _numeric(ratings, column, data_path)
+        ratings[column] = numeric_column(ratings, column, data_path)
     movies = _read_csv(item_path, sep="|", header=None, encoding="latin-1",
                        names=["item", "title", "release", "video_release", "url", *ML_100K_GENRES])
     flags = movies[list(ML_100K_GENRES)].fillna(0).astype(int).to_numpy()
@@ -197,7 +216,7 @@ def _load_movielens_100k(path: Path, negative_below: float | None):
     release = pd.to_datetime(movies["release"], format="%d-%b-%Y", errors="coerce", utc=True)
     first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
     items = _movie_items(movies["item"].astype(int), movies["title"].astype(str), genres, release.fillna(first_seen))
-    interactions = _rating_interactions(ratings["user"].astype(int), ratings["item"].astype(int), ratings["rating"],
+    interactions = rating_interactions(ratings["user"].astype(int), ratings["item"].astype(int), ratings["rating"],
                                         ratings["timestamp"], negative_below)
     demographics = None
     if user_path.exists():
@@ -207,8 +226,8 @@ def _load_movielens_100k(path: Path, negative_below: float | None):
             "age": pd.to_numeric(raw["age"], errors="coerce").astype("Int32"),
             "gender": raw["gender"].astype(str).str.upper().where(raw["gender"].notna()),
         })
-    users = _users_from_interactions(interactions, demographics)
-    return _validated(users, items, interactions, data_path)
+    users = users_from_interactions(interactions, demographics)
+    return validated_tables(users, items, interactions, data_path)
 
 
 _MONEY = re.compile(r"[^\d.]")
@@ -277,8 +296,8 @@ def load_amazon(path: str | Path):
         "review_title": titles,
         "review_content": None,
     }).drop_duplicates("interaction_id")
-    users = _users_from_interactions(interactions)
-    return _validated(users, items, interactions, path)
+    users = users_from_interactions(interactions)
+    return validated_tables(users, items, interactions, path)
 
 
 def load_parquet_dir(path: str | Path):
@@ -297,7 +316,8 @@ def load_parquet_dir(path: str | Path):
     return tuple(tables)
 
 
-def _validated(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, source: Path):
+def validated_tables(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame, source: Path):
+    """The three tables conformed to their schemas and cross-checked, errors naming `source`."""
     users_t = conform(users, "users", f"{source} (users)")
     items_t = conform(items, "items", f"{source} (items)")
     inter_t = conform(interactions, "interactions", str(source))
