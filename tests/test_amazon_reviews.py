@@ -143,6 +143,9 @@ def test_malformed_lines_are_counted_and_named(tmp_path):
     with pytest.raises(DataValidationError, match=r"reviews_x\.json: table: 2 bad row\(s\).*line 2") as error:
         load_amazon_reviews(path)
     assert error.value.bad_rows == 2
+    path = write_lines(tmp_path / "reviews_w.json", ["{'reviewerID': 'A1',", *lines])  # the first line too
+    with pytest.raises(DataValidationError, match=r"reviews_w\.json: table: 3 bad row\(s\).*line 1\)"):
+        load_amazon_reviews(path)
 
 
 def test_missing_required_key_names_the_field(tmp_path):

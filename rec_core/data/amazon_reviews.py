@@ -143,11 +143,15 @@ def _parse(line: bytes) -> dict | None:
 
 
 def _first_record(path: Path) -> dict:
-    for number, line in _lines(path):
+    """The first well-formed record, which tells the layout (malformed lines are counted by `_stream`)."""
+    bad = 0
+    for _, line in _lines(path):
         record = _parse(line)
-        if record is None:
-            raise DataValidationError(str(path), None, 1, f"line {number} is not a JSON object")
-        return record
+        if record is not None:
+            return record
+        bad += 1
+    if bad:
+        raise DataValidationError(str(path), None, bad, "lines that are not JSON objects (no line is)")
     raise DataValidationError(str(path), None, 0, "the file has no records")
 
 
@@ -181,7 +185,7 @@ def _require(frame: pd.DataFrame, keys: list[str], path: Path, layout: str) -> N
     for key in keys:
         missing = int(frame[key].isna().sum())
         if missing:
-            raise DataValidationError(str(path), key, missing, f"records without the required key '{key}' ({layout} layout)")
+            raise DataValidationError(str(path), key, missing, f"records without a value for the required key '{key}' ({layout} layout)")
 
 
 # ---- reviews -------------------------------------------------------------------------------
