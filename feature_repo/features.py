@@ -124,9 +124,12 @@ def build_definitions(artifact_root: str | Path) -> list:
     # A sentence-transformer vector of the user's stated preferences, an input to the user tower.
     user_text_embeddings = pushed_view("user_text_embeddings", user,
                                        [Field(name="preferences_embedding", dtype=Array(Float32))])
-    # The trained user tower's output: the query vector for FAISS retrieval.
-    user_tower_embeddings = pushed_view("user_tower_embeddings", user,
-                                        [Field(name="user_embedding", dtype=Array(Float32))])
+    # The trained user tower's output: the query vector for FAISS retrieval, and the model it came from
+    # (a Recommender serving a release scores only vectors of the release's model against its index).
+    user_tower_embeddings = pushed_view("user_tower_embeddings", user, [
+        Field(name="user_embedding", dtype=Array(Float32)),
+        Field(name="model_version", dtype=String, description="Digest of the two-tower weights that produced it"),
+    ])
     # Each user's precomputed top-k, served when a request must not wait for retrieval.
     user_recommendations = pushed_view("user_recommendations", user, [
         Field(name="top_k_item_ids", dtype=Array(String)),

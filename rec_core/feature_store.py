@@ -51,11 +51,13 @@ PUSHED_VIEWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "item_clip_embeddings": ("item_clip_embeddings", "item_id", {"clip_embedding": "clip_embedding"}),
     "item_tower_embeddings": ("item_embeddings", "item_id", {"embedding": "item_embedding"}),
     "user_text_embeddings": ("user_text_embeddings", "user_id", {"preferences_embedding": "preferences_embedding"}),
-    "user_tower_embeddings": ("user_embeddings", "user_id", {"embedding": "user_embedding"}),
+    "user_tower_embeddings": ("user_embeddings", "user_id", {"embedding": "user_embedding", "model_version": "model_version"}),
     "user_recommendations": (
         "user_recommendations", "user_id", {"top_k_item_ids": "top_k_item_ids", "top_k_scores": "top_k_scores"},
     ),
 }
+# Columns an older table may lack (vectors written before they named their model): pushed as nulls.
+_OPTIONAL_COLUMNS = {"model_version"}
 _FLOAT_VECTOR_FEATURES = {"name_embedding", "description_embedding", "clip_embedding", "item_embedding",
                           "preferences_embedding", "user_embedding", "top_k_scores"}
 
@@ -463,13 +465,13 @@ def _event_time(snapshot_time: datetime) -> pd.Timestamp:
 def feast_source_frame(view: str, frame: pd.DataFrame, snapshot_time: datetime) -> pd.DataFrame:
     """The rows of an upstream table as pushed view `view` stores them: renamed columns plus `event_timestamp`."""
     asset, key, columns = PUSHED_VIEWS[view]
-    missing = [c for c in (key, *columns) if c not in frame.columns]
+    missing = [c for c in (key, *columns) if c not in frame.columns and c not in _OPTIONAL_COLUMNS]
     if missing:
         from rec_core.data.validation import DataValidationError
 
         raise DataValidationError(asset, missing[0], len(frame),
                                   f"missing column(s) {', '.join(missing)} needed by Feast view {view}")
-    out = frame[[key, *columns]].rename(columns=columns).reset_index(drop=True)
+    out = frame.reindex(columns=[key, *columns]).rename(columns=columns).reset_index(drop=True)
     out["event_timestamp"] = _event_time(snapshot_time)
     return out
 
@@ -524,6 +526,8 @@ def _arrow_table(frame: pd.DataFrame):
         values = frame[column]
         if column in _FLOAT_VECTOR_FEATURES:
             arrays.append(pa.array([np.asarray(v, dtype=np.float32) for v in values], type=pa.list_(pa.float32())))
+        elif column in _OPTIONAL_COLUMNS:
+            arrays.append(pa.array([v if isinstance(v, str) else None for v in values], type=pa.string()))
         elif column.endswith("_item_ids"):
             arrays.append(pa.array([[str(i) for i in v] for v in values], type=pa.list_(pa.string())))
         else:
@@ -644,6 +648,13 @@ class FeastFeatureSource:
         """The user tower's vector [dim] (float32) as the model produced it, or None when none is online."""
         vector = self._user_row(["user_tower_embeddings:user_embedding"], user_id)["user_embedding"]
         return None if vector is None else np.asarray(vector, dtype=np.float32)
+
+    def user_vector(self, user_id: str) -> tuple[np.ndarray | None, str | None]:
+        """(the user tower's vector or None, the model version it came from or None), in one read: a
+        Recommender serving a release uses the vector only when the version is the release's model."""
+        row = self._user_row(["user_tower_embeddings:user_embedding", "user_tower_embeddings:model_version"], user_id)
+        vector = row["user_embedding"]
+        return None if vector is None else np.asarray(vector, dtype=np.float32), row["model_version"]
 
     def user_profile(self, user_id: str):
         """Demographics, stated preferences and past interactions (a `UserProfile`), or None for an unknown user."""

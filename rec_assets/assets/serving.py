@@ -1,7 +1,10 @@
 """Group `serving`: item and user vectors from the trained two-tower, the item index, and top-k per user.
 
 The logic lives in `rec_core` (`TwoTowerEncoder`, `ItemIndex`, `Recommender`); these assets only
-wire artifacts together. A backend then needs nothing but `rec_core.Recommender.load(<root>)`.
+wire artifacts together. They are working copies: serving reads them only once `serving_release`
+(group `release`) has published them, so each records the version a release will name (the
+vectors' `model_version` column, the index build id). A backend then needs nothing but
+`rec_core.Recommender.load(<root>)`.
 """
 
 import dagster as dg
@@ -20,7 +23,7 @@ from rec_core.serving import (
     vector_table,
 )
 
-SERVING_VERSION = "2"  # 2: finer nprobe tuning; filters applied inside the batched scan
+SERVING_VERSION = "3"  # 2: finer nprobe tuning; filters applied inside the batched scan; 3: vectors name their model
 
 
 class ItemIndexConfig(dg.Config):
@@ -37,9 +40,10 @@ class UserRecommendationsConfig(dg.Config):
 
 
 def _encoder(artifacts: ArtifactStore, device: DeviceResource):
+    """(the two-tower encoder, its model version)."""
     from rec_core.inference import TwoTowerEncoder
 
-    return TwoTowerEncoder.load(artifacts.path(MODEL_DIR), device=device.torch_device())
+    return TwoTowerEncoder.load(artifacts.path(MODEL_DIR), device=device.torch_device()), model_version(artifacts.path(MODEL_DIR))
 
 
 def _optional(table: pd.DataFrame) -> pd.DataFrame | None:
@@ -55,11 +59,11 @@ def _optional(table: pd.DataFrame) -> pd.DataFrame | None:
 )
 def item_embeddings(items: pd.DataFrame, item_text_embeddings: pd.DataFrame, item_clip_embeddings: pd.DataFrame,
                     artifacts: ArtifactStore, device: DeviceResource) -> dg.Output:
-    encoder = _encoder(artifacts, device)
+    encoder, version = _encoder(artifacts, device)
     item_ids, vectors = encoder.encode_items(items, _optional(item_text_embeddings), _optional(item_clip_embeddings))
-    return dg.Output(vector_table("item_id", item_ids, vectors),
+    return dg.Output(vector_table("item_id", item_ids, vectors, version),
                      metadata={"rows": float(len(item_ids)), "dimension": float(vectors.shape[1]),
-                               "model_version": model_version(artifacts.path(MODEL_DIR))})
+                               "model_version": version})
 
 
 @dg.asset(
@@ -72,12 +76,12 @@ def item_embeddings(items: pd.DataFrame, item_text_embeddings: pd.DataFrame, ite
 )
 def user_embeddings(users: pd.DataFrame, interactions: pd.DataFrame, user_text_embeddings: pd.DataFrame,
                     artifacts: ArtifactStore, device: DeviceResource) -> dg.Output:
-    encoder = _encoder(artifacts, device)
+    encoder, version = _encoder(artifacts, device)
     user_ids, vectors = encoder.encode_users(users, interactions, _optional(user_text_embeddings))
     cold = int((~users["user_id"].isin(interactions["user_id"])).sum())
-    return dg.Output(vector_table("user_id", user_ids, vectors),
+    return dg.Output(vector_table("user_id", user_ids, vectors, version),
                      metadata={"rows": float(len(user_ids)), "cold_start_users": float(cold),
-                               "dimension": float(vectors.shape[1])})
+                               "dimension": float(vectors.shape[1]), "model_version": version})
 
 
 @dg.asset(
@@ -109,6 +113,7 @@ def item_index(config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embe
         "ivf_lists": float(report.n_lists),
         "nprobe": float(report.nprobe),
         "build_seconds": float(report.build_seconds),
+        "build_id": report.build_id,  # the index version a release names
         "path": dg.MetadataValue.path(str(path)),
     })
 
