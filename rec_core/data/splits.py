@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 SPLIT_METHODS = ("time", "random", "cold-items")
+COLD_ITEM_FRACTION = 0.1
+"""Share of the interacted items the `cold-items` split holds out by default."""
 
 
 def split_interactions(
@@ -25,7 +27,7 @@ def split_interactions(
     test_fraction: float = 0.2,
     validation_fraction: float = 0.1,
     min_interactions: int = 3,
-    cold_item_fraction: float = 0.1,
+    cold_item_fraction: float = COLD_ITEM_FRACTION,
 ) -> pd.DataFrame:
     """Returns `interactions` with a `split` column: train, validation or test.
 
@@ -68,7 +70,7 @@ def split_interactions(
     return result
 
 
-def cold_item_ids(interactions: pd.DataFrame, fraction: float = 0.1, seed: int = 0) -> list[str]:
+def cold_item_ids(interactions: pd.DataFrame, fraction: float = COLD_ITEM_FRACTION, seed: int = 0) -> list[str]:
     """The items the `cold-items` split holds out: round(fraction * items interacted with), at least 1, seeded.
 
     Drawn from the sorted distinct item ids, so the choice depends on the data and the seed only,
