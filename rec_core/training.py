@@ -25,6 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -282,8 +283,13 @@ def train_two_tower(
     device: str = "cpu",
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainedTwoTower:
-    """Trains to early stop on validation recall@k; returns the best epoch's model (on the CPU)."""
+    """Trains to early stop on validation recall@k; returns the best epoch's model (on the CPU).
+
+    `on_epoch` receives each epoch's history row as it finishes (progress logs, search pruning:
+    an exception raised there stops training).
+    """
     config = config or TrainingConfig()
     torch.manual_seed(config.seed)
     model = build_model(data, config).to(device)
@@ -333,6 +339,8 @@ def train_two_tower(
             checkpoint.save(model, best, optimizer, state)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / max(batches, 1):.3f}", **{f"val_recall@{k}": f"{recall:.4f}"})
+        if on_epoch is not None:
+            on_epoch(state["history"][-1])
     bar.close()
     return TrainedTwoTower(best.cpu().eval(), data.preprocessing, config, state["history"], state["best_epoch"],
                            state["seconds"], state["examples_seen"], resumed_from_epoch)
