@@ -10,19 +10,31 @@ Protocol (the same for the two-tower and every baseline, so numbers are comparab
   items; `recall_capped` divides by min(k, held-out) instead; NDCG@k uses binary gains;
   coverage@k = distinct items in anyone's top k / catalog size.
 
-Baselines: popularity (train counts), EASE (Steck 2019, closed form, lambda chosen on the
-validation split), and on synthetic data the generator's oracle (true affinities).
+Baselines, each learned from the train split only and ranking from the same history:
+- popularity: train positive counts.
+- EASE (Steck 2019): closed-form item-item weights, lambda picked on the validation split. It needs
+  a dense float32 Gram matrix over the items and its inverse, memory quadratic in the item count,
+  so above `ease_max_items` items it is fit on the most popular train items only and says so.
+- ALS (Hu, Koren & Volinsky 2008, `implicit`): the baseline that scales. Confidence is linear,
+  `alpha * X` on the binary train matrix (1 on unobserved pairs); with binary input a log scaling
+  would only be another value of alpha. Factors, alpha, regularization and iterations are tuned on
+  validation recall by a seeded optuna TPE search with a fixed number of trials.
+- on synthetic data, the generator's oracle (true affinities): an upper reference, not a model.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import optuna
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
 
 from rec_core.data.schema import positive_interactions
 
@@ -31,6 +43,15 @@ ScoreFunction = Callable[[np.ndarray], np.ndarray]
 
 EASE_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 """EASE regularization grid (x3 steps); the validation split picks one."""
+
+EASE_MAX_ITEMS = 20_000
+"""Above this many items with train interactions EASE keeps the most popular ones: 20k items need
+a 1.6 GB Gram matrix and about three times that while inverting it."""
+
+ALS_TRIALS = 12
+"""Default optuna budget for ALS: about 30 s on MovieLens-small or the 2000 x 5000 synthetic set on 2 cores."""
+
+ALS_FACTORS = (32, 64, 128, 256)
 
 
 @dataclass
@@ -107,49 +128,6 @@ def ranking_metrics(score: ScoreFunction, task: RankingTask, k: int = 10, batch_
 
 
 # ---- baselines ----------------------------------------------------------------------------
-def popularity_scorer(train: pd.DataFrame, task: RankingTask) -> ScoreFunction:
-    """Every user gets the items ranked by their number of positive train interactions."""
-    counts = positive_interactions(train)["item_id"].value_counts()
-    popularity = counts.reindex(task.item_ids).fillna(0).to_numpy(np.float32)  # [n_items]
-    return lambda rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
-
-
-@dataclass
-class EASE:
-    """Embarrassingly Shallow Autoencoder: item-item weights B = I - P / diag(P), P = (X'X + lambda I)^-1."""
-
-    weights: np.ndarray  # [n_active, n_active] over `active_items`
-    active_items: np.ndarray  # positions in the task's item list that have train interactions
-    regularization: float
-
-    @classmethod
-    def fit(cls, train_matrix: sp.csr_matrix, regularization: float, gram: np.ndarray | None = None) -> "EASE":
-        active = np.flatnonzero(np.asarray(train_matrix.sum(axis=0)).ravel() > 0)
-        if gram is None:
-            gram = _gram(train_matrix, active)
-        g = torch.from_numpy(gram).to(torch.float32)
-        g.diagonal().add_(regularization)
-        p = torch.cholesky_inverse(torch.linalg.cholesky(g))  # X'X + lambda I is symmetric positive definite
-        b = p / (-p.diagonal())
-        b.fill_diagonal_(0.0)
-        return cls(b.numpy(), active, regularization)
-
-    def scorer(self, task: RankingTask) -> ScoreFunction:
-        history = task.seen[:, self.active_items].tocsr()
-
-        def score(rows: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(rows), len(task.item_ids)), np.float32)
-            out[:, self.active_items] = history[rows] @ self.weights
-            return out
-
-        return score
-
-
-def _gram(train_matrix: sp.csr_matrix, active: np.ndarray) -> np.ndarray:
-    x = train_matrix[:, active]
-    return (x.T @ x).toarray().astype(np.float32)
-
-
 def interaction_matrix(interactions: pd.DataFrame, item_ids: list[str]) -> sp.csr_matrix:
     """Binary [n_users, n_items] matrix of positive interactions (users in sorted order)."""
     positives = positive_interactions(interactions)
@@ -163,19 +141,140 @@ def interaction_matrix(interactions: pd.DataFrame, item_ids: list[str]) -> sp.cs
     return m
 
 
+def popularity_scorer(train: pd.DataFrame, task: RankingTask) -> ScoreFunction:
+    """Every user gets the items ranked by their number of positive train interactions."""
+    counts = positive_interactions(train)["item_id"].value_counts()
+    popularity = counts.reindex(task.item_ids).fillna(0).to_numpy(np.float32)  # [n_items]
+    return lambda rows: np.broadcast_to(popularity, (len(rows), len(popularity)))
+
+
+# ---- EASE ------------------------------------------------------------------------------------
+@dataclass
+class EASE:
+    """Embarrassingly Shallow Autoencoder: item-item weights B = I - P / diag(P), P = (X'X + lambda I)^-1."""
+
+    weights: np.ndarray  # [n_used, n_used] over `active_items`
+    active_items: np.ndarray  # positions in the task's item list the model was fit on (never recommends others)
+    regularization: float
+    restriction: str | None = None  # why EASE left items with train interactions out, if it did
+
+    @classmethod
+    def fit(cls, train_matrix: sp.csr_matrix, regularization: float, max_items: int = EASE_MAX_ITEMS,
+            gram: np.ndarray | None = None) -> EASE:
+        active, restriction = ease_items(train_matrix, max_items)
+        if gram is None:
+            gram = _gram(train_matrix, active)
+        g = torch.from_numpy(gram).to(torch.float32)
+        g.diagonal().add_(regularization)
+        p = torch.cholesky_inverse(torch.linalg.cholesky(g))  # X'X + lambda I is symmetric positive definite
+        b = p / (-p.diagonal())
+        b.fill_diagonal_(0.0)
+        return cls(b.numpy(), active, regularization, restriction)
+
+    def scorer(self, task: RankingTask) -> ScoreFunction:
+        history = task.seen[:, self.active_items].tocsr()
+
+        def score(rows: np.ndarray) -> np.ndarray:
+            out = np.full((len(rows), len(task.item_ids)), -np.inf, np.float32)
+            out[:, self.active_items] = history[rows] @ self.weights
+            return out
+
+        return score
+
+
+def ease_items(train_matrix: sp.csr_matrix, max_items: int) -> tuple[np.ndarray, str | None]:
+    """(sorted item positions EASE is fit on, the reason for leaving items out or None).
+
+    The items with train interactions, or the `max_items` most popular of them (ties: lower position).
+    """
+    counts = np.asarray(train_matrix.sum(axis=0)).ravel()
+    active = np.flatnonzero(counts > 0)
+    if len(active) <= max_items:
+        return active, None
+    kept = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    return kept, (f"{len(active)} items have train interactions, above ease_max_items={max_items}: EASE is fit on "
+                  f"the {max_items} most popular (a dense Gram matrix is quadratic in items) and never recommends the rest")
+
+
+def _gram(train_matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    x = train_matrix[:, items]
+    return (x.T @ x).toarray().astype(np.float32)
+
+
 def tune_ease(train: pd.DataFrame, validation_task: RankingTask, k: int = 10,
-              lambdas: tuple[float, ...] = EASE_LAMBDAS) -> tuple[EASE, dict[float, float]]:
+              lambdas: tuple[float, ...] = EASE_LAMBDAS, max_items: int = EASE_MAX_ITEMS) -> tuple[EASE, dict[float, float]]:
     """Fits EASE on train positives for each lambda; keeps the best validation recall@k."""
     matrix = interaction_matrix(train, validation_task.item_ids)
-    active = np.flatnonzero(np.asarray(matrix.sum(axis=0)).ravel() > 0)
-    gram = _gram(matrix, active)
+    gram = _gram(matrix, ease_items(matrix, max_items)[0])
     best, recalls = None, {}
     for lam in lambdas:
-        model = EASE.fit(matrix, lam, gram)
+        model = EASE.fit(matrix, lam, max_items, gram)
         recalls[lam] = ranking_metrics(model.scorer(validation_task), validation_task, k)[f"recall_at_{k}"]
         if best is None or recalls[lam] > recalls[best.regularization]:
             best = model
     return best, recalls
+
+
+# ---- ALS -------------------------------------------------------------------------------------
+@dataclass
+class ALS:
+    """Implicit-feedback matrix factorization; users are re-encoded from whatever history a task gives."""
+
+    model: AlternatingLeastSquares
+
+    @classmethod
+    def fit(cls, train_matrix: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,
+            seed: int = 0) -> ALS:
+        with threadpool_limits(1, "blas"):  # implicit parallelizes itself; threaded BLAS inside it only contends
+            model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                            iterations=iterations, random_state=seed)
+            model.fit(train_matrix, show_progress=False)
+        return cls(model)
+
+    @property
+    def params(self) -> dict[str, float]:
+        m = self.model
+        return {"als_factors": float(m.factors), "als_regularization": float(m.regularization),
+                "als_alpha": float(m.alpha), "als_iterations": float(m.iterations)}
+
+    def scorer(self, task: RankingTask) -> ScoreFunction:
+        item_factors = self.model.item_factors  # [n_items, factors]
+        if task.seen.shape[1] != item_factors.shape[0]:
+            raise ValueError(f"ALS was fit on {item_factors.shape[0]} items but the task has {task.seen.shape[1]}")
+        with threadpool_limits(1, "blas"):  # least squares for each user, from the task's history only
+            user_factors = self.model.recalculate_user(np.arange(task.seen.shape[0]), task.seen)  # [n_users, factors]
+        return lambda rows: user_factors[rows] @ item_factors.T
+
+
+def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, trials: int = ALS_TRIALS,
+             seed: int = 0) -> tuple[ALS, list[dict[str, float]]]:
+    """Fits ALS on train positives `trials` times (seeded TPE); keeps the best validation recall@k.
+
+    Returns the best model (already fit on train, so it is scored on test as is) and every trial's
+    parameters and validation recall.
+    """
+    if trials < 1:
+        raise ValueError(f"ALS tuning needs at least one trial, got {trials}")
+    matrix = interaction_matrix(train, validation_task.item_ids)
+    # a third of the budget explores at random, the rest follows the TPE model (optuna's default
+    # of 10 random trials would leave a 12-trial budget almost unguided)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 3), multivariate=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    best: dict = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        alpha = trial.suggest_float("alpha", 1.0, 100.0, log=True)
+        model = ALS.fit(matrix, factors=trial.suggest_categorical("factors", ALS_FACTORS),
+                        regularization=alpha * trial.suggest_float("regularization_over_alpha", 0.03, 30.0, log=True),
+                        alpha=alpha, iterations=trial.suggest_int("iterations", 10, 30, step=5), seed=seed)
+        recall = ranking_metrics(model.scorer(validation_task), validation_task, k)[f"recall_at_{k}"]
+        if not best or recall > best["recall"]:
+            best.update(model=model, recall=recall)
+        return recall
+
+    study.optimize(objective, n_trials=trials)
+    history = [{**t.params, f"validation_recall_at_{k}": t.value} for t in study.trials]
+    return best["model"], history
 
 
 def oracle_scorer(oracle, task: RankingTask) -> ScoreFunction:
@@ -234,17 +333,29 @@ def compare_with_baselines(encoder, users: pd.DataFrame, items: pd.DataFrame, sp
                            item_text_embeddings: pd.DataFrame | None = None,
                            user_text_embeddings: pd.DataFrame | None = None,
                            item_clip_embeddings: pd.DataFrame | None = None,
-                           oracle=None, k: int = 10, ease_lambdas: tuple[float, ...] = EASE_LAMBDAS) -> dict[str, dict[str, float]]:
-    """Test-split metrics of the two-tower, popularity, EASE (lambda tuned on validation) and the oracle.
+                           oracle=None, k: int = 10, ease_lambdas: tuple[float, ...] = EASE_LAMBDAS,
+                           ease_max_items: int = EASE_MAX_ITEMS, als_trials: int = ALS_TRIALS,
+                           seed: int = 0) -> dict[str, dict[str, float | str]]:
+    """Test-split metrics of the two-tower, popularity, EASE and ALS (tuned on validation) and the oracle.
 
     All models learn from the train split only and rank from the same train + validation
-    history, so the comparison is like for like.
+    history, so the comparison is like for like. Besides metrics, "ease" holds its lambda, item
+    count and (when restricted) `ease_restriction`, the reason; "als" holds its chosen
+    hyperparameters, its trial count and its tuning seconds.
     """
     train, test, results = _two_tower_and_popularity(encoder, users, items, splits, item_text_embeddings,
                                                      user_text_embeddings, item_clip_embeddings, k)
     validation = build_ranking_task(splits, items["item_id"].astype(str).tolist(), "validation")
-    ease, _ = tune_ease(train, validation, k, ease_lambdas)  # the recall per lambda is in tune_ease's result
-    results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {"ease_lambda": ease.regularization}
+    ease, _ = tune_ease(train, validation, k, ease_lambdas, ease_max_items)  # the recall per lambda is in tune_ease's result
+    results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {
+        "ease_lambda": ease.regularization, "ease_items": float(len(ease.active_items))}
+    if ease.restriction is not None:
+        results["ease"]["ease_restriction"] = ease.restriction
+    started = time.perf_counter()
+    als, trials = tune_als(train, validation, k, als_trials, seed)
+    tuning_seconds = time.perf_counter() - started
+    results["als"] = ranking_metrics(als.scorer(test), test, k) | als.params | {
+        "als_trials": float(len(trials)), "als_tuning_s": tuning_seconds}
     if oracle is not None:
         results["oracle"] = ranking_metrics(oracle_scorer(oracle, test), test, k)
     return results

@@ -1,4 +1,4 @@
-"""Evaluation: metrics computed by hand, EASE's closed form, baselines, and the blocking release gate."""
+"""Evaluation: metrics computed by hand, EASE's closed form and item bound, tuned ALS, baselines, and the release gate."""
 
 import json
 
@@ -11,6 +11,7 @@ import torch
 
 from rec_core.data.splits import split_interactions
 from rec_core.evaluation import (
+    ALS_FACTORS,
     EASE,
     RankingTask,
     build_ranking_task,
@@ -18,6 +19,7 @@ from rec_core.evaluation import (
     interaction_matrix,
     popularity_scorer,
     ranking_metrics,
+    tune_als,
     tune_ease,
 )
 
@@ -91,6 +93,79 @@ def test_ease_and_popularity_beat_chance_and_lambda_is_tuned(small_dataset):
     assert interaction_matrix(train, item_ids).shape[1] == len(item_ids)
 
 
+def test_ease_above_max_items_keeps_the_most_popular_and_says_why():
+    # item at position perm[j] is liked by users 0..j, so popularity is j + 1 (all distinct)
+    n_users, n_items, max_items = 40, 30, 10
+    perm = np.random.default_rng(1).permutation(n_items)
+    dense = np.zeros((n_users, n_items), np.float32)
+    for j in range(n_items):
+        dense[: j + 1, perm[j]] = 1.0
+    model = EASE.fit(sp.csr_matrix(dense), regularization=1.0, max_items=max_items)
+    popular = set(perm[n_items - max_items:].tolist())
+    assert set(model.active_items.tolist()) == popular and model.weights.shape == (max_items, max_items)
+    assert "30 items" in model.restriction and "ease_max_items=10" in model.restriction
+    assert EASE.fit(sp.csr_matrix(dense), regularization=1.0, max_items=n_items).restriction is None
+
+    # every user has seen two items (one popular, one not); the top 5 of the rest are popular items only
+    seen = [[int(perm[u % 20]), int(perm[29 - u % 10])] for u in range(n_users)]
+    task = _task(seen=seen, heldout=[[int(perm[0])]] * n_users, n_items=n_items)
+    scores = model.scorer(task)(np.arange(n_users))
+    outside = sorted(set(range(n_items)) - popular)
+    assert np.isneginf(scores[:, outside]).all()
+    scores[task.seen.nonzero()] = -np.inf
+    assert set(np.argsort(-scores, axis=1)[:, :5].ravel().tolist()) <= popular
+
+
+def test_tune_ease_restricted_to_popular_items(small_dataset):
+    splits = split_interactions(small_dataset.interactions, method="random", seed=0)
+    item_ids = small_dataset.items["item_id"].tolist()
+    validation = build_ranking_task(splits, item_ids, "validation")
+    train = splits[splits["split"] == "train"]
+    ease, _ = tune_ease(train, validation, lambdas=(30.0,), max_items=100)
+    counts = np.asarray(interaction_matrix(train, item_ids).sum(axis=0)).ravel()
+    assert len(ease.active_items) == 100 and ease.restriction is not None
+    assert counts[ease.active_items].min() >= np.delete(counts, ease.active_items).max()
+
+
+@pytest.fixture(scope="module")
+def als_setup(small_dataset):
+    splits = split_interactions(small_dataset.interactions, method="random", seed=0)
+    item_ids = small_dataset.items["item_id"].tolist()
+    validation, test = build_ranking_task(splits, item_ids, "validation"), build_ranking_task(splits, item_ids, "test")
+    train = splits[splits["split"] == "train"]
+    return train, validation, test, tune_als(train, validation, trials=4, seed=0)
+
+
+def test_tuned_als_beats_popularity(als_setup):
+    train, validation, test, (als, trials) = als_setup
+    assert len(trials) == 4 and all(0.0 <= t["validation_recall_at_10"] <= 1.0 for t in trials)
+    assert als.params["als_factors"] in ALS_FACTORS and 10 <= als.params["als_iterations"] <= 30
+    best = max(t["validation_recall_at_10"] for t in trials)
+    assert ranking_metrics(als.scorer(validation), validation)["recall_at_10"] == pytest.approx(best)
+    popularity = ranking_metrics(popularity_scorer(train, test), test)["recall_at_10"]
+    assert ranking_metrics(als.scorer(test), test)["recall_at_10"] > popularity
+
+
+def test_als_tuning_is_deterministic_for_a_seed(als_setup):
+    train, validation, test, (als, trials) = als_setup
+    again, trials_again = tune_als(train, validation, trials=4, seed=0)
+    assert trials_again == trials and again.params == als.params
+    assert ranking_metrics(again.scorer(test), test) == ranking_metrics(als.scorer(test), test)
+
+
+def test_als_encodes_users_from_the_task_history_only(als_setup):
+    _, _, test, (als, _) = als_setup
+    emptied = sp.lil_matrix(test.seen)
+    emptied[0, :] = 0
+    blank = RankingTask(test.user_ids, test.item_ids, sp.csr_matrix(emptied), test.heldout, test.history)
+    rows = np.array([0, 1])
+    assert np.allclose(als.scorer(blank)(rows)[0], 0.0) and not np.allclose(als.scorer(test)(rows)[0], 0.0)
+    assert np.allclose(als.scorer(blank)(rows)[1], als.scorer(test)(rows)[1], atol=1e-5)
+    narrow = RankingTask(test.user_ids, test.item_ids[:-1], test.seen[:, :-1], test.heldout[:, :-1], test.history)
+    with pytest.raises(ValueError, match="ALS was fit on"):
+        als.scorer(narrow)
+
+
 @pytest.fixture(scope="module")
 def model_assets(small_dataset, tmp_path_factory):
     """The `two_tower_model` asset materialized for the small synthetic dataset."""
@@ -152,11 +227,13 @@ def test_model_evaluation_reports_every_baseline(model_assets, small_dataset):
     artifacts, inputs, _ = model_assets
     small_dataset.oracle.save(artifacts.path("synthetic_truth"))
     result = model_evaluation(context=dg.build_asset_context(), artifacts=artifacts, **inputs)
-    for name in ("two_tower", "popularity", "ease", "oracle"):
+    for name in ("two_tower", "popularity", "ease", "als", "oracle"):
         assert 0.0 <= result.metadata[f"{name}_recall_at_10"] <= 1.0
     assert result.metadata["oracle_recall_at_10"] > result.metadata["popularity_recall_at_10"]
-    assert "| ease |" in result.metadata["baselines"].value
-    assert json.loads(artifacts.path("model_evaluation", "metrics.json").read_text())["ease"]["ease_lambda"] > 0
+    assert "| ease |" in result.metadata["baselines"].value and "| als |" in result.metadata["baselines"].value
+    saved = json.loads(artifacts.path("model_evaluation", "metrics.json").read_text())
+    assert saved["ease"]["ease_lambda"] > 0 and saved["ease"]["ease_items"] > 0
+    assert saved["als"]["als_factors"] in ALS_FACTORS and saved["als"]["als_trials"] == 12
 
 
 def test_compare_with_baselines_needs_every_evaluated_user(model_assets):

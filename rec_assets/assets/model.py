@@ -179,7 +179,8 @@ def two_tower_beats_popularity(
     group_name="model",
     code_version=MODEL_VERSION,
     deps=[two_tower_model],
-    description="Test-split recall@10, NDCG@10 and coverage of the two-tower against popularity, EASE and (synthetic) the oracle.",
+    description="Test-split recall@10, NDCG@10 and coverage of the two-tower against popularity, EASE, tuned ALS and "
+                "(synthetic) the oracle.",
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -197,7 +198,7 @@ def model_evaluation(
     results = compare_with_baselines(encoder, users, items, interaction_splits, item_text_embeddings,
                                      user_text_embeddings, item_clip_embeddings, oracle=oracle)
     flat = {f"{model}_{metric}": float(value) for model, values in results.items() for metric, value in values.items()
-            if metric != "evaluated_users"}
+            if metric != "evaluated_users" and isinstance(value, (int, float))}  # reasons (text) stay in metrics.json
     storage.write_bytes(json.dumps(results, indent=2).encode(), artifacts.path("model_evaluation", "metrics.json"))
     return dg.MaterializeResult(metadata={
         **flat,

@@ -65,8 +65,10 @@ def run(argv: list[str]) -> dict[str, float]:
     trained = train_two_tower(data, config, device=device)
     with tempfile.TemporaryDirectory() as tmp:  # evaluate what serving would load, not the in-memory model
         encoder = TwoTowerEncoder.load(write_artifact(trained, f"{tmp}/model"), device=device)
-        print("evaluating the two-tower and baselines on the test split (EASE: one fit per lambda) ...", file=sys.stderr, flush=True)
-        results = compare_with_baselines(encoder, users, items, splits, item_text_embeddings=item_text, oracle=oracle)
+        print("evaluating the two-tower and baselines on the test split (EASE: one fit per lambda, ALS: one per trial) ...",
+              file=sys.stderr, flush=True)
+        results = compare_with_baselines(encoder, users, items, splits, item_text_embeddings=item_text, oracle=oracle,
+                                         seed=args.seed)
         if cold_items:
             from rec_core.cold_start import cold_item_metrics
             from rec_core.data.splits import cold_item_ids
@@ -85,6 +87,13 @@ def run(argv: list[str]) -> dict[str, float]:
         "ease_ndcg_at_10": results["ease"]["ndcg_at_10"],
         "ease_coverage_at_10": results["ease"]["coverage_at_10"],
         "ease_lambda": results["ease"]["ease_lambda"],
+        "ease_items": results["ease"]["ease_items"],
+        "als_recall_at_10": results["als"]["recall_at_10"],
+        "als_ndcg_at_10": results["als"]["ndcg_at_10"],
+        "als_coverage_at_10": results["als"]["coverage_at_10"],
+        **{name: results["als"][name] for name in ("als_factors", "als_regularization", "als_alpha", "als_iterations",
+                                                   "als_trials", "als_tuning_s")},
+        "two_tower_over_als_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["als"]["recall_at_10"], 1e-12),
         "two_tower_over_ease_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["ease"]["recall_at_10"], 1e-12),
         "two_tower_over_popularity_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["popularity"]["recall_at_10"], 1e-12),
         "two_tower_best_epoch": float(trained.best_epoch),
