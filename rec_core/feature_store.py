@@ -51,7 +51,9 @@ PUSHED_VIEWS: dict[str, tuple[str, str, dict[str, str]]] = {
     "item_clip_embeddings": ("item_clip_embeddings", "item_id", {"clip_embedding": "clip_embedding"}),
     "item_tower_embeddings": ("item_embeddings", "item_id", {"embedding": "item_embedding"}),
     "user_text_embeddings": ("user_text_embeddings", "user_id", {"preferences_embedding": "preferences_embedding"}),
-    "user_tower_embeddings": ("user_embeddings", "user_id", {"embedding": "user_embedding", "model_version": "model_version"}),
+    "user_tower_embeddings": (
+        "user_embeddings", "user_id", {"embedding": "user_embedding", "model_version": "model_version"},
+    ),
     "user_recommendations": (
         "user_recommendations", "user_id", {"top_k_item_ids": "top_k_item_ids", "top_k_scores": "top_k_scores"},
     ),

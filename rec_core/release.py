@@ -121,6 +121,12 @@ def published_marker(root: str | os.PathLike) -> str | None:
         return None
 
 
+def published_build_id(root: str | os.PathLike) -> str | None:
+    """The build id of the item index now published under `root` (that of its current release)."""
+    current = current_release(root)
+    return current["index_build_id"] if current else published_marker(root)
+
+
 # ---- publishing ------------------------------------------------------------------------------
 def publish_release(root: str | os.PathLike, code_versions: Mapping[str, str] | None = None,
                     details: Mapping | None = None, keep: int = DEFAULT_KEEP) -> dict:
@@ -276,16 +282,16 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
             columns = pq.read_schema(fh).names
         if "model_version" not in columns:
             if version is not None:
-                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version missing, so its vectors cannot be "
-                                   f"tied to model {version}; rematerialize {name}")
+                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version missing, so its vectors "
+                                   f"cannot be tied to model {version}; rematerialize {name}")
             continue
         with path.open("rb") as fh:
             values = pq.read_table(fh, columns=["model_version"]).column(0)
         if version is not None:
             bad = len(values) - int(pc.sum(pc.equal(values, version)).as_py() or 0)
             if bad:
-                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version: {bad} of {len(values)} rows come "
-                                   f"from another model than two_tower_model ({version}); rematerialize {name}")
+                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version: {bad} of {len(values)} rows "
+                                   f"come from another model than two_tower_model ({version}); rematerialize {name}")
         found[name] = set(values.to_pylist())
     if version is not None:
         return version
@@ -293,7 +299,8 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
     if len(named) == 1:
         return str(named.pop())
     if len(named) > 1:
-        raise ReleaseError(f"{base}: the vector tables name {len(named)} different models ({', '.join(map(str, named))})")
+        raise ReleaseError(f"{base}: the vector tables name {len(named)} different models "
+                           f"({', '.join(sorted(map(str, named)))})")
     return "vectors-" + artifacts["user_embeddings"].rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
@@ -392,7 +399,7 @@ class ReleaseCheckedFeatures:
     def __init__(self, source, model_version: str, release_vectors):
         self.source = source
         self.model_version = model_version
-        self.release_vectors = release_vectors  # InMemoryFeatureSource of the release's user_embeddings, or None
+        self.release_vectors = release_vectors  # InMemoryFeatureSource of the release's user_embeddings
 
     def user_embedding(self, user_id: str) -> np.ndarray | None:
         if not hasattr(self.source, "user_vector"):
@@ -400,7 +407,7 @@ class ReleaseCheckedFeatures:
         vector, version = self.source.user_vector(user_id)
         if vector is not None and version == self.model_version:
             return vector
-        fallback = self.release_vectors.user_embedding(user_id) if self.release_vectors is not None else None
+        fallback = self.release_vectors.user_embedding(user_id)
         if vector is not None:
             log.warning("user %s: the feature store's vector comes from model %s, the release serves model %s; "
                         "using %s", user_id, version or "unknown", self.model_version,
@@ -415,8 +422,10 @@ class ReleaseCheckedFeatures:
 def main(argv: list[str] | None = None) -> int:
     from rec_core.feature_store import default_artifact_root
 
-    parser = argparse.ArgumentParser(prog="python -m rec_core.release", description="List or roll back serving releases.")
-    parser.add_argument("--root", default=None, help="artifact root (default: $REC_ARTIFACT_ROOT, else ./data/artifacts)")
+    parser = argparse.ArgumentParser(prog="python -m rec_core.release",
+                                     description="List or roll back serving releases.")
+    parser.add_argument("--root", default=None,
+                        help="artifact root (default: $REC_ARTIFACT_ROOT, else ./data/artifacts)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every kept release, oldest first; * marks the one being served")
     back = commands.add_parser("rollback", help="serve an earlier release (default: the one before the current)")

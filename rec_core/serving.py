@@ -61,6 +61,7 @@ from rec_core.release import (
     artifact_paths,
     current_release,
     model_version,
+    published_build_id,
     published_marker,
 )
 from rec_core.storage import as_path, read_table_file
@@ -111,8 +112,7 @@ class RecommendedItem:
 
 @dataclass(frozen=True)
 class Recommendations(Sequence[RecommendedItem]):
-    """A ranked list; `reason` says why it holds fewer than `requested` items (None when full);
-    `release_id` names the release it was answered from (None for a root without releases)."""
+    """A ranked list; `reason`: why it holds fewer than `requested` items; `release_id`: the release answering."""
 
     items: tuple[RecommendedItem, ...]
     requested: int
@@ -255,8 +255,7 @@ class _ServingState:
                    _ImageSearch(index.item_ids, item_clip_embeddings), release)
 
     @classmethod
-    def read(cls, root, config: "RecommenderConfig", feature_source: FeatureSource | None,
-             release: dict | None = None) -> "_ServingState":
+    def read(cls, root, config: "RecommenderConfig", feature_source: FeatureSource | None, release=None):
         """Reads the current release of an artifact root (`release` None), or the given one; with
         `feature_source` None, the in-memory one is built from `user_embeddings`, `users` and `interactions`.
         A feature source that reports model versions only serves vectors of the release's model."""
@@ -268,10 +267,9 @@ class _ServingState:
         if feature_source is None:
             feature_source = InMemoryFeatureSource.from_tables(table("user_embeddings", True), table("users"),
                                                                table("interactions"))
-        elif release is not None:
-            vectors = table("user_embeddings")
-            feature_source = ReleaseCheckedFeatures(feature_source, release["model_version"], None if vectors is None
-                                                    else InMemoryFeatureSource.from_tables(vectors, None, None))
+        elif release is not None:  # the release's own vectors: the fallback for vectors of another model
+            own = InMemoryFeatureSource.from_tables(table("user_embeddings", True), None, None)
+            feature_source = ReleaseCheckedFeatures(feature_source, release["model_version"], own)
         encoder, model_dir = None, paths.get(MODEL_DIR)
         if model_dir is not None and model_dir.exists():
             from rec_core.inference import TwoTowerEncoder
@@ -319,8 +317,7 @@ class Recommender:
         return recommender
 
     def reload(self, force: bool = False) -> bool:
-        """Swaps in the release published under the artifact root since the last load (for a root
-        without releases, the item index published there); True if it did.
+        """Swaps in the release (or, without releases, the index) published since the last load; True if it did.
 
         The new version (index, item table, text and image embeddings, the two-tower model and,
         unless a feature source was passed to `load`, the user embeddings and profiles) is read
@@ -344,17 +341,13 @@ class Recommender:
     def published_build_id(self) -> str | None:
         """The build id of the item index now published under the artifact root (of its current release);
         None when there is no root, or no report at this instant (a swap, which `ItemIndex.load` waits out)."""
-        if self.root is None:
-            return None
-        release = current_release(self.root)
-        return release["index_build_id"] if release else published_marker(self.root)
+        return None if self.root is None else published_build_id(self.root)
 
     @property
     def release(self) -> dict | None:
         """The manifest of the release being served (`release_id`, `model_version`, `created_at`, ...);
         None when serving a root without releases."""
-        release = self._state.release
-        return None if release is None else dict(release)
+        return None if self._state.release is None else dict(self._state.release)
 
     @property
     def build_id(self) -> str:
@@ -794,18 +787,7 @@ def _read_image(image):
 
 
 __all__ = [
-    "FeatureSource",
-    "FeatureUnavailableError",
-    "InMemoryFeatureSource",
-    "InvalidRequestError",
-    "RecommendedItem",
-    "Recommendations",
-    "Recommender",
-    "RecommenderConfig",
-    "ServingError",
-    "UnknownItemError",
-    "UnknownUserError",
-    "build_profiles",
-    "vector_table",
-    "model_version",
+    "FeatureSource", "FeatureUnavailableError", "InMemoryFeatureSource", "InvalidRequestError", "RecommendedItem",
+    "Recommendations", "Recommender", "RecommenderConfig", "ServingError", "UnknownItemError", "UnknownUserError",
+    "build_profiles", "vector_table", "model_version",
 ]

@@ -46,17 +46,23 @@ def release_metadata(root: str, manifest: dict) -> dict:
 
 
 def _gate_verdict(instance: dg.DagsterInstance) -> dict:
-    """The gate's metrics for the latest model, or a Failure when that model did not pass the gate."""
+    """The gate's metrics for the latest model, or a Failure when that model did not pass the gate.
+
+    The blocking check runs in the run that materialized the model, so its evaluation is looked up
+    by that run (a later queued run has already planned its own, still unevaluated, execution).
+    """
     model = instance.get_latest_materialization_event(MODEL)
-    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([GATE]).get(GATE)
-    evaluation = record.event.asset_check_evaluation if record is not None and record.event is not None else None
-    if model is None or evaluation is None or record.event.timestamp < model.timestamp:
+    history = instance.event_log_storage.get_asset_check_execution_history(GATE, limit=50)
+    evaluations = [r.event.asset_check_evaluation for r in history
+                   if model is not None and r.run_id == model.run_id and r.event is not None
+                   and r.event.asset_check_evaluation is not None]
+    if not evaluations:
         raise dg.Failure(description="the latest two_tower_model has no evaluation of the release gate "
                          "two_tower_beats_popularity; materialize two_tower_model with its check", allow_retries=False)
-    if not evaluation.passed:
+    if not evaluations[0].passed:
         raise dg.Failure(description="the latest two_tower_model failed the release gate two_tower_beats_popularity; "
                          "the current release keeps serving", allow_retries=False)
-    return {name: value.value for name, value in evaluation.metadata.items()}
+    return {name: value.value for name, value in evaluations[0].metadata.items()}
 
 
 @dg.asset(

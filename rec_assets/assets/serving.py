@@ -43,7 +43,8 @@ def _encoder(artifacts: ArtifactStore, device: DeviceResource):
     """(the two-tower encoder, its model version)."""
     from rec_core.inference import TwoTowerEncoder
 
-    return TwoTowerEncoder.load(artifacts.path(MODEL_DIR), device=device.torch_device()), model_version(artifacts.path(MODEL_DIR))
+    directory = artifacts.path(MODEL_DIR)
+    return TwoTowerEncoder.load(directory, device=device.torch_device()), model_version(directory)
 
 
 def _optional(table: pd.DataFrame) -> pd.DataFrame | None:
