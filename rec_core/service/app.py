@@ -7,11 +7,14 @@ artifacts were not materialized, 422 for the rest (k out of range, a bad filter,
 image), like FastAPI's own validation errors. Anything else is a 500 whose body says only that;
 the traceback goes to the service log.
 
-Recommendation endpoints are plain `def` routes, run on FastAPI's thread pool: a request is a
-few hundred microseconds of numpy and FAISS (which release the GIL) and a cold start or an image
-query runs a model, none of which may stall the event loop. Their results are written with
-`json.dumps` straight from `Recommendations.to_dict()`: the declared response models document the
-shape in OpenAPI without validating every response a second time.
+Where a route runs: what only reads memory (recommendations for a known user, similar items,
+histories, health, release) is an `async` route, run on the event loop. That work is dictionary
+lookups, one index search and a few masks: a few hundred microseconds, mostly holding the GIL,
+and a hop to a worker thread would cost about as much again (two thread switches per request).
+Text search (a text encoder), cold starts (the user tower) and image search (CLIP) run a model,
+and product images are read from disk: those are plain `def` routes on FastAPI's thread pool, so
+they never stall the loop. Results are serialized by the declared response model straight from
+the `Recommendations` attributes (see `_json`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from rec_core.service.security import RequestGate, send_json
 from rec_core.serving import (
     FeatureUnavailableError,
     Recommendations,
+    RecommendedItem,
     ServingError,
     UnknownItemError,
     UnknownUserError,
@@ -79,21 +83,11 @@ class ColdStartRequest(ListOptions):
     features: UserFeatures
 
 
-class Item(BaseModel):
-    item_id: str
-    score: float
-    match: str
-    product_name: str
-    category: str
-    discounted_price: float | None
-    actual_price: float | None
-    rating: float | None
-    rating_count: int | None
-    img_link: str | None
-
-
 class RecommendationList(BaseModel):
-    items: list[Item]
+    """A `Recommendations` as JSON: read from its attributes, items through the library's own dataclass."""
+
+    model_config = ConfigDict(from_attributes=True)
+    items: list[RecommendedItem]
     requested: int
     reason: str | None = Field(None, description="why fewer than `requested` items came back")
     release_id: str | None = Field(None, description="the release that answered (None for a root without releases)")
@@ -140,21 +134,21 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
     page = resources.files("rec_core.service").joinpath("static", "explorer.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def explorer() -> HTMLResponse:
+    async def explorer() -> HTMLResponse:
         return HTMLResponse(page)
 
     @app.get("/healthz")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         """Liveness and readiness: a Recommender is loaded (open without a token, for probes)."""
         return {"status": "ok", "build_id": live.recommender.build_id}
 
     @app.get("/release")
-    def release() -> dict:
+    async def release() -> dict:
         """The version being served, when it was loaded, and the last reload error (None after a good reload)."""
         return live.status()
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationList, max_body_size=JSON_BODY_LIMIT_BYTES)
-    def recommend(user_id: str, k: Annotated[int | None, Query()] = None,
+    async def recommend(user_id: str, k: Annotated[int | None, Query()] = None,
                   filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
                   body: Annotated[ListOptions | None, Body()] = None) -> Response:
         """Top-k for a known user; k and filters as query parameters or as a JSON body, not both."""
@@ -168,7 +162,7 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
         return _json(live.recommender.recommend_for_features(features, request.k, request.filters))
 
     @app.get("/items/{item_id}/similar", response_model=RecommendationList)
-    def similar_items(item_id: str, k: Annotated[int | None, Query()] = None,
+    async def similar_items(item_id: str, k: Annotated[int | None, Query()] = None,
                       filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
         k, specs = _list_options(k, filters, None)
         return _json(live.recommender.similar_items(item_id, k, specs))
@@ -209,12 +203,12 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
         return _json(live.recommender.search_by_image(picture, k, specs))
 
     @app.get("/users", response_model=list[str])
-    def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[str]:
+    async def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[str]:
         """User ids with the most interactions first (for picking a user in the explorer)."""
         return live.history.active_users(limit)
 
     @app.get("/users/{user_id}/history", response_model=UserHistoryResponse)
-    def history(user_id: str, n: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
+    async def history(user_id: str, n: Annotated[int, Query(ge=1, le=100)] = 10) -> dict:
         """The user's latest interactions, newest first."""
         source = live.recommender.feature_source
         if source.user_profile(user_id) is None and source.user_embedding(user_id) is None:
@@ -247,7 +241,10 @@ def _list_options(k: int | None, filters: str | None, body: ListOptions | None) 
 
 
 def _json(result: Recommendations) -> Response:
-    return Response(json.dumps(result.to_dict(), allow_nan=False), media_type="application/json")
+    """The response body, serialized by pydantic from the result's attributes (`to_dict` and FastAPI's own
+    path both go through `dataclasses.asdict`, which costs more than the search itself)."""
+    return Response(RecommendationList.model_validate(result, from_attributes=True).model_dump_json(),
+                    media_type="application/json")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
