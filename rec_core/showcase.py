@@ -38,7 +38,7 @@ class UserHistory:
     with their id only: the history is what happened, whatever the catalog holds today.
     """
 
-    def __init__(self, interactions: pd.DataFrame, items: pd.DataFrame, keep: int = HISTORY_KEPT):
+    def __init__(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None, keep: int = HISTORY_KEPT):
         latest = (interactions.sort_values("timestamp", ascending=False, kind="stable")
                   .groupby("user_id", sort=False).head(keep))
         timestamps = pd.to_datetime(latest["timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -48,6 +48,7 @@ class UserHistory:
             self._events.setdefault(user_id, []).append((item_id, kind, when))
         counts = interactions["user_id"].astype(str).value_counts().rename("n").rename_axis("user_id").reset_index()
         self._by_activity = counts.sort_values(["n", "user_id"], ascending=[False, True])["user_id"].tolist()
+        items = pd.DataFrame(columns=["item_id"]) if items is None else items  # None: ids only, no card fields
         fields = [name for name in CARD_FIELDS if name in items]
         catalog = items.drop_duplicates("item_id", keep="last")
         self._cards = {str(item_id): {name: _plain(value) for name, value in zip(fields, values)}
@@ -65,7 +66,7 @@ class UserHistory:
                                for name in ("interactions", "items"))
         if interactions is None:
             interactions = pd.DataFrame(columns=["user_id", "item_id", "interaction_type", "timestamp"])
-        return cls(interactions, pd.DataFrame(columns=["item_id"]) if items is None else items, keep)
+        return cls(interactions, items, keep)
 
     def recent(self, user_id: str, n: int = 10) -> list[dict]:
         """The user's last `n` interactions, newest first: item_id, interaction_type, timestamp and card fields."""
@@ -148,15 +149,17 @@ def _draw_tile(grid: Image.Image, draw: ImageDraw.ImageDraw, corner: tuple[int, 
         draw.text((x, y + tile_px + 2 + i * line_px), line, font=font, fill=_TEXT)
 
 
-def sample_users_grid(recommendations: pd.DataFrame, history: UserHistory, root: str | os.PathLike,
+def sample_users_grid(recommendations: pd.DataFrame, interactions: pd.DataFrame, root: str | os.PathLike,
                       n_users: int = 3, n_items: int = 5) -> Image.Image:
     """The grid for `n_users` users spread evenly over the `recommendations` table (`user_id`,
-    `top_k_item_ids`, `top_k_scores`): each with their latest `n_items` items and top `n_items`."""
+    `top_k_item_ids`, `top_k_scores`, in user id order): each with their latest `n_items` items
+    (from `interactions`) and their top `n_items` recommendations, product images from `root`."""
     table = recommendations.sort_values("user_id", kind="stable").reset_index(drop=True)
     picks = sorted({round(i * (len(table) - 1) / max(1, n_users - 1)) for i in range(n_users)}) if len(table) else []
+    users = [str(table.at[position, "user_id"]) for position in picks]
+    history = UserHistory(interactions[interactions["user_id"].astype(str).isin(users)], keep=n_items)
     rows = []
-    for position in picks:
-        user_id = str(table.at[position, "user_id"])
+    for position, user_id in zip(picks, users):
         latest = [(item_id, product_image(root, item_id)) for item_id in history.recent_item_ids(user_id, n_items)]
         top = [(f"{item_id} {score:.2f}", product_image(root, item_id)) for item_id, score in
                zip(list(table.at[position, "top_k_item_ids"])[:n_items], list(table.at[position, "top_k_scores"]))]

@@ -22,6 +22,7 @@ from rec_core.serving import (
     model_version,
     vector_table,
 )
+from rec_core.showcase import markdown_image, sample_users_grid
 
 SERVING_VERSION = "3"  # 2: finer nprobe tuning; filters applied inside the batched scan; 3: vectors name their model
 
@@ -144,4 +145,6 @@ def user_recommendations(config: UserRecommendationsConfig, items: pd.DataFrame,
         "users_with_fewer_than_k": float((lengths < config.k).sum()),
         "distinct_items_recommended": float(len(set().union(*table["top_k_item_ids"]))) if len(table) else 0.0,
         "mean_top1_score": float(np.mean([s[0] for s in table["top_k_scores"] if len(s)])) if len(table) else 0.0,
+        "sample_users": dg.MetadataValue.md(markdown_image(sample_users_grid(table, interactions, artifacts.path()),
+                                                           "sample users: latest items, then top recommendations")),
     })
