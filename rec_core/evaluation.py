@@ -52,6 +52,7 @@ ALS_TRIALS = 12
 """Default optuna budget for ALS: about 30 s on MovieLens-small or the 2000 x 5000 synthetic set on 2 cores."""
 
 ALS_FACTORS = (32, 64, 128, 256)
+"""ALS latent dimensions the search chooses from."""
 
 
 @dataclass
@@ -262,6 +263,10 @@ def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, tri
     study = optuna.create_study(direction="maximize", sampler=sampler)
     best: dict = {}
 
+    # Regularization is searched relative to alpha: alpha scales every observed term of the loss, so
+    # reg / alpha sets the effective strength and the two axes stay nearly independent, which
+    # TPE needs. Iterations stop at 30: on MovieLens-small 10, 20 and 50 scored within noise
+    # of each other while 50 cost 2.5 times as much.
     def objective(trial: optuna.Trial) -> float:
         alpha = trial.suggest_float("alpha", 1.0, 100.0, log=True)
         model = ALS.fit(matrix, factors=trial.suggest_categorical("factors", ALS_FACTORS),
