@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import optuna
@@ -43,7 +44,8 @@ class TuningConfig:
 class TuningResult:
     config: TrainingConfig  # the winning configuration
     trained: TrainedTwoTower  # the winning trial's model (a refit would reproduce it bit for bit)
-    trials: list[dict] = field(default_factory=list)  # per trial: number, state, recall, epochs, seconds, params
+    # per trial: trial (number), state, validation_recall (at the config's eval_k), epochs, seconds, params, best
+    trials: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
 
 
@@ -73,8 +75,14 @@ def base_params(base: TrainingConfig) -> dict:
 
 
 def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tuning: TuningConfig | None = None,
-                   device: str = "cpu", log: Callable[[str], None] | None = None) -> TuningResult:
-    """Searches on `data.validation`, returns the best trial's configuration and model."""
+                   device: str = "cpu", log: Callable[[str], None] | None = None,
+                   checkpoint_dir: str | Path | None = None) -> TuningResult:
+    """Searches on `data.validation`, returns the best trial's configuration and model.
+
+    With `checkpoint_dir`, each trial checkpoints every epoch under `trial-N/`. The seeded sampler
+    proposes the same trials again after an interruption, so a rerun replays finished trials from
+    their checkpoints and resumes the interrupted one where it stopped.
+    """
     base = base or TrainingConfig()
     tuning = tuning or TuningConfig()
     log = log or logger.info
@@ -102,17 +110,18 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
 
         record = {"trial": trial.number, "params": dict(trial.params)}
         try:
-            trained = train_two_tower(data, config, device=device, progress=False, on_epoch=report)
+            trained = train_two_tower(data, config, device=device, progress=False, on_epoch=report,
+                                      checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")
         except optuna.TrialPruned:
-            records.append(record | {"state": "pruned", metric: max(recalls), "epochs": len(recalls),
+            records.append(record | {"state": "pruned", "validation_recall": max(recalls), "epochs": len(recalls),
                                      "seconds": time.perf_counter() - trial_started})
-            _log_trial(log, records[-1], metric, started, tuning)
+            _log_trial(log, records[-1], started, tuning)
             raise
         value = max(row[metric] for row in trained.history)
         models[trial.number] = (config, trained)
-        records.append(record | {"state": "complete", metric: value, "epochs": len(trained.history),
+        records.append(record | {"state": "complete", "validation_recall": value, "epochs": len(trained.history),
                                  "seconds": time.perf_counter() - trial_started})
-        _log_trial(log, records[-1], metric, started, tuning)
+        _log_trial(log, records[-1], started, tuning)
         # keep only the best model so far in memory
         for number in [n for n in models if n != _best_number(models, metric)]:
             del models[number]
@@ -130,7 +139,7 @@ def _best_number(models: dict[int, tuple[TrainingConfig, TrainedTwoTower]], metr
     return max(models, key=lambda n: (max(row[metric] for row in models[n][1].history), -n))
 
 
-def _log_trial(log: Callable[[str], None], record: dict, metric: str, started: float, tuning: TuningConfig) -> None:
+def _log_trial(log: Callable[[str], None], record: dict, started: float, tuning: TuningConfig) -> None:
     done = record["trial"] + 1
     elapsed = time.perf_counter() - started
     per_trial = elapsed / done
@@ -138,6 +147,23 @@ def _log_trial(log: Callable[[str], None], record: dict, metric: str, started: f
     eta = remaining * per_trial
     if tuning.timeout_s is not None:
         eta = min(eta, max(0.0, tuning.timeout_s - elapsed) + per_trial)
-    log(f"tuning: trial {done}/{tuning.trials} {record['state']}, {metric} {record[metric]:.4f} after "
+    log(f"tuning: trial {done}/{tuning.trials} {record['state']}, validation recall {record['validation_recall']:.4f} after "
         f"{record['epochs']} epochs in {record['seconds']:.1f}s; {60 * done / max(elapsed, 1e-9):.2f} trials/min, "
         f"ETA {math.ceil(eta)}s")
+
+
+def trials_table(trials: list[dict]) -> str:
+    """A markdown table of the search: one row per trial, the chosen one marked."""
+    names = sorted({name for t in trials for name in t["params"]})
+    lines = ["| trial | state | validation recall | epochs | seconds | " + " | ".join(names) + " |",
+             "|---" * (5 + len(names)) + "|"]
+    for t in trials:
+        params = " | ".join(_short(t["params"].get(name)) for name in names)
+        mark = " (chosen)" if t.get("best") else ""
+        lines.append(f"| {t['trial']}{mark} | {t['state']} | {t['validation_recall']:.4f} | {t['epochs']} | "
+                     f"{t['seconds']:.1f} | {params} |")
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

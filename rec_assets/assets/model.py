@@ -28,7 +28,8 @@ from rec_core.inference import TwoTowerEncoder
 from rec_core.models import TwoTowerConfig
 from rec_core.preprocessing import PreprocessingConfig
 from rec_core.serving import MODEL_DIR
-from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, train_two_tower, write_artifact
+from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, write_artifact
+from rec_core.tuning import TuningConfig, trials_table, tune_two_tower
 
 MODEL_VERSION = "1"
 
@@ -53,6 +54,8 @@ class TwoTowerTrainingConfig(dg.Config):
     max_history: int = 100  # recent positive interactions summarised per user
     use_text: bool = True  # feed item and user text embeddings when present
     use_images: bool = True  # feed CLIP image embeddings when present (empty table = CLIP disabled)
+    tuning_trials: int = TuningConfig.trials  # validation-split search trials, the first being this config (1 = none)
+    tuning_timeout_s: Optional[float] = TuningConfig.timeout_s  # no new trial starts after this (None = no limit)
 
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
@@ -64,6 +67,9 @@ class TwoTowerTrainingConfig(dg.Config):
                                  dropout=self.dropout, use_item_id=self.use_item_id),
             preprocessing=PreprocessingConfig(max_history=self.max_history),
         )
+
+    def tuning_config(self) -> TuningConfig:
+        return TuningConfig(trials=self.tuning_trials, timeout_s=self.tuning_timeout_s, seed=self.seed)
 
 
 def _side_inputs(use_text: bool, use_images: bool, item_text_embeddings, user_text_embeddings, item_clip_embeddings):
@@ -88,6 +94,27 @@ def _training_plot(history: list[dict]) -> dg.MetadataValue:
     recall_axis.set(title="validation recall@10", xlabel="epoch")
     figure.tight_layout()
     value = png_markdown(figure, "loss and validation recall by epoch")
+    plt.close(figure)
+    return value
+
+
+def _tuning_plot(trials: list[dict]) -> dg.MetadataValue:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3))
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        shown = [t for t in trials if t["state"] == state]
+        axis.scatter([t["trial"] for t in shown], [t["validation_recall"] for t in shown], marker=marker, label=state)
+    best = [t for t in trials if t["best"]]
+    axis.scatter([t["trial"] for t in best], [t["validation_recall"] for t in best], s=160, facecolors="none",
+                 edgecolors="tab:red", label="chosen")
+    axis.set(title="search: validation recall@10 by trial", xlabel="trial (0 = configured defaults)")
+    axis.legend()
+    figure.tight_layout()
+    value = png_markdown(figure, "validation recall@10 by search trial")
     plt.close(figure)
     return value
 
@@ -121,7 +148,9 @@ def two_tower_model(
     root = artifacts.resolved_root()
     checkpoints = (Path(tempfile.gettempdir()) / f"rec_two_tower_checkpoints-{id_hash(root)}" if storage.is_remote(root)
                    else Path(root) / "two_tower_checkpoints")
-    trained = train_two_tower(data, training, device=torch_device, checkpoint_dir=checkpoints, progress=False)
+    search = tune_two_tower(data, training, config.tuning_config(), device=torch_device, log=context.log.info,
+                            checkpoint_dir=checkpoints)
+    trained = search.trained
     best = max(trained.history, key=lambda h: h["validation_recall_at_10"])
     metrics = {
         "validation_recall_at_10": float(best["validation_recall_at_10"]),
@@ -133,6 +162,8 @@ def two_tower_model(
         "item_text_dim": float(data.preprocessing.item_text_dim),
         "item_image_dim": float(data.preprocessing.item_image_dim),
         "user_text_dim": float(data.preprocessing.user_text_dim),
+        "tuning_trials": float(len(search.trials)),
+        "tuning_wall_s": float(search.wall_s),
     }
     write_artifact(trained, target, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -143,7 +174,9 @@ def two_tower_model(
         "device": torch_device,
         "path": dg.MetadataValue.path(str(target)),
         "training_curve": _training_plot(trained.history),
-        "config": dg.MetadataValue.json(training.to_dict()),
+        "tuning_trials_table": dg.MetadataValue.md(trials_table(search.trials)),
+        "tuning_plot": _tuning_plot(search.trials),
+        "config": dg.MetadataValue.json(search.config.to_dict()),
     })
 
 
