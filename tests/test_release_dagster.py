@@ -22,7 +22,7 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 DATA = {"n_users": 200, "n_items": 300, "n_interactions": 8_000, "seed": 0}
-TRAINING = {"max_epochs": 12}
+TRAINING = {"max_epochs": 12, "tuning_trials": 1}  # one training per run: no hyper-parameter search
 
 
 def _config(training: dict | None = None, with_data: bool = False) -> dict:

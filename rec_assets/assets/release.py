@@ -94,7 +94,7 @@ class RollbackConfig(dg.Config):
     release_id: Optional[str] = None  # None: the release created just before the one being served
 
 
-@dg.op(description="Points serving at an earlier release and records it on serving_release.")
+@dg.op(out=dg.Out(dg.Nothing), description="Points serving at an earlier release and records it on serving_release.")
 def rollback_serving_release(context: dg.OpExecutionContext, config: RollbackConfig, artifacts: ArtifactStore):
     root = artifacts.resolved_root()
     try:
@@ -103,4 +103,3 @@ def rollback_serving_release(context: dg.OpExecutionContext, config: RollbackCon
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info(f"rolled back: serving release {manifest['release_id']}")
     yield dg.AssetMaterialization(asset_key="serving_release", metadata=release_metadata(root, manifest))
-    yield dg.Output(manifest["release_id"])
