@@ -149,8 +149,8 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationList, max_body_size=JSON_BODY_LIMIT_BYTES)
     async def recommend(user_id: str, k: Annotated[int | None, Query()] = None,
-                  filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
-                  body: Annotated[ListOptions | None, Body()] = None) -> Response:
+                        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
+                        body: Annotated[ListOptions | None, Body()] = None) -> Response:
         """Top-k for a known user; k and filters as query parameters or as a JSON body, not both."""
         k, specs = _list_options(k, filters, body)
         return _json(live.recommender.recommend(user_id, k, specs))
@@ -163,7 +163,7 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
 
     @app.get("/items/{item_id}/similar", response_model=RecommendationList)
     async def similar_items(item_id: str, k: Annotated[int | None, Query()] = None,
-                      filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
+                            filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
         k, specs = _list_options(k, filters, None)
         return _json(live.recommender.similar_items(item_id, k, specs))
 
