@@ -11,8 +11,8 @@ Then, in one run:
    requests are kept in flight until `--requests` have been answered (see `drive`); latency is
    measured by the client, from sending a request to reading its whole response;
 3. reload under load: at concurrency 16 a new release is published (the same vectors with a new
-   index build, written and released by `rec_core.release.publish_release` in a thread of this
-   process) while requests keep coming; the load runs until the service reports the new release
+   index build, written and released by `rec_core.release.publish_release` in a subprocess)
+   while requests keep coming; the load runs until the service reports the new release
    and `--requests` more were answered, then stops (or after `--reload-timeout` seconds).
 
 The load generator and the server share the machine's cores, so service throughput is what is
@@ -90,6 +90,7 @@ def publish_new_build(root: Path) -> str:
     from rec_core.index import ItemIndex
     from rec_core.release import ITEM_INDEX_DIR, publish_release
 
+    root = Path(root)
     index = ItemIndex.load(root / ITEM_INDEX_DIR)
     report = dataclasses.replace(index.report, build_id=uuid.uuid4().hex)
     ItemIndex(index.item_ids, index.vectors, index.index, report, index.config).save(root / ITEM_INDEX_DIR)
@@ -179,7 +180,7 @@ def drive(url: str, paths: list[str], concurrency: int, count: int, keep_going: 
     client costs about twice the CPU per request, CPU the server then lacks. Requests are built
     before the clock starts, so the timed loop is sending and reading only.
     """
-    with httpx.Client(base_url=url) as builder:
+    with httpx.Client(base_url=url, timeout=60) as builder:  # a request carries its builder's timeout
         requests = [builder.build_request("GET", path) for path in paths]
     result = LoadResult([], [], 0.0, {})
     tickets = itertools.count()  # next() is atomic under the GIL: each request is sent once
@@ -263,11 +264,14 @@ def _reload_under_load(service: ServiceProcess, root: Path, paths: list[str], co
     before = httpx.get(f"{service.url}/release").json()["release"]["release_id"]
     published: dict[str, str] = {}
 
-    def publish():
-        try:
-            published["release_id"] = publish_new_build(root)
-        except Exception as exc:  # noqa: BLE001 - reported below; the load then stops
-            published["error"] = repr(exc)
+    def publish():  # in its own process, so that its CPU work does not hold the load generator's GIL
+        script = "import sys; from rec_core.bench.service import publish_new_build; print(publish_new_build(sys.argv[1]))"
+        run = subprocess.run([sys.executable, "-c", script, str(root)], cwd=REPO_ROOT, capture_output=True, text=True,
+                             check=False)
+        if run.returncode == 0:
+            published["release_id"] = run.stdout.strip().splitlines()[-1]
+        else:
+            published["error"] = run.stderr[-2000:]
 
     publisher = threading.Thread(target=publish, daemon=True)
     deadline = time.monotonic() + args.reload_timeout
