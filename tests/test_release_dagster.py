@@ -177,9 +177,18 @@ def test_rollback_job_serves_the_previous_release_and_the_ui_shows_it(home):
 
 
 def test_a_model_rejected_by_the_gate_never_reaches_serving(home):
-    """The issue's reproduction: retrain_job with learning_rate 0 fails the gate; serving is unchanged,
-    cold starts included, and materializing the release by hand is refused."""
-    env, instance, defs = home
+    """The issue's reproduction with a model the gate surely rejects: a newly trained model whose weights
+    are then zeroed (every item scores alike) goes through the blocking check and everything downstream of
+    it. Serving stays byte-identical (model bytes, index build, answers, cold starts included), and
+    materializing the release by hand is refused. (The issue's `learning_rate: 0.0` is not used: on this
+    small synthetic data an untrained tower can beat popularity, and the tuning search refuses 0.)"""
+    from safetensors.torch import load_file, save_file
+
+    from rec_assets import assets as asset_package
+    from rec_assets.assets.model import two_tower_beats_popularity
+    from rec_assets.resources import resources_for_profile
+
+    env, instance, _ = home
     root = _root(env)
     before = Recommender.load(root)
     release = before.release
@@ -190,13 +199,21 @@ def test_a_model_rejected_by_the_gate_never_reaches_serving(home):
     answers = lambda r: ([r.recommend(u, k=10).to_dict() for u in users],  # noqa: E731
                          [r.recommend_for_features(f, k=10).to_dict() for f in cold])
     expected = answers(before)
+    definitions = [*dg.load_assets_from_package_module(asset_package),
+                   *dg.load_asset_checks_from_package_module(asset_package)]
+    run = lambda selection, config=None: dg.materialize(  # noqa: E731
+        definitions, selection=selection, instance=instance, resources=resources_for_profile("local"),
+        run_config=config, raise_on_error=False)
 
-    result = defs.resolve_job_def("retrain_job").execute_in_process(
-        run_config=_config({"learning_rate": 0.0, "max_epochs": 1, "patience": 1}), instance=instance,
-        raise_on_error=False)
-    assert not result.success
-    [check] = [e for e in result.get_asset_check_evaluations() if e.check_name == "two_tower_beats_popularity"]
-    assert not check.passed
+    trained = run(dg.AssetSelection.assets("two_tower_model").without_checks(), _config({"seed": 3}))
+    assert trained.success
+    staged = f"{root}/two_tower_model/model.safetensors"
+    save_file({name: t * 0 if t.is_floating_point() else t for name, t in load_file(staged).items()}, staged)
+    gated = run(dg.AssetSelection.checks(two_tower_beats_popularity)
+                | dg.AssetSelection.assets("two_tower_model").downstream(include_self=False))
+    assert not gated.success
+    [check] = gated.get_asset_check_evaluations()
+    assert check.check_name == "two_tower_beats_popularity" and not check.passed
     assert releases.model_version(f"{root}/two_tower_model") != release["model_version"]  # the rejected model was written
 
     after = Recommender.load(root)
@@ -205,13 +222,8 @@ def test_a_model_rejected_by_the_gate_never_reaches_serving(home):
     assert answers(after) == expected
     assert before.reload() is False
 
-    from rec_assets import assets as asset_package
-    from rec_assets.resources import resources_for_profile
-
-    by_hand = dg.materialize(dg.load_assets_from_package_module(asset_package),
-                             selection=["item_embeddings", "user_embeddings", "item_index", "serving_release"],
-                             instance=instance, resources=resources_for_profile("local"), raise_on_error=False)
+    by_hand = run(["item_embeddings", "user_embeddings", "item_index", "serving_release"])
     assert not by_hand.success
     failure = [e for e in by_hand.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert "failed the release gate" in str(failure[0].event_specific_data.error)
+    assert "release gate two_tower_beats_popularity" in str(failure[0].event_specific_data.error)
     assert Recommender.load(root).release["release_id"] == release["release_id"]

@@ -81,7 +81,7 @@ def serving_release(context: dg.AssetExecutionContext, config: ServingReleaseCon
         code_versions[name] = (event.tags or {}).get("dagster/code_version", "") if event else ""
     root = artifacts.resolved_root()
     try:
-        manifest = releases.publish_release(root, code_versions, {"gate": gate, "dagster_run_id": context.run_id},
+        manifest = releases.publish_release(root, code_versions, {"gate": gate, "dagster_run_id": context.run.run_id},
                                             keep=config.keep)
     except releases.ReleaseError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
