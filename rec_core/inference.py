@@ -51,6 +51,7 @@ def user_inputs(features: UserFeatures, history: torch.Tensor, rows: torch.Tenso
         "preference_tokens": pick(features.preference_tokens),
         "history": pick(history),
         "text": pick(features.text),
+        "user_id_index": pick(features.id_index),
     }
 
 

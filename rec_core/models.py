@@ -29,16 +29,21 @@ import torch.nn.functional as F
 @dataclass
 class TwoTowerConfig:
     # architecture
-    embedding_dim: int = 64  # output size of both towers: the retrieval space
-    id_dim: int = 64  # item-id embedding width (item tower input and user history summary)
+    embedding_dim: int = 128  # output size of both towers: the retrieval space
+    id_dim: int = 128  # item- and user-id embedding width (item tower input, user history summary, user id)
     categorical_dim: int = 16  # width of each categorical / category-node embedding
     content_dim: int = 64  # width text and image embeddings are projected to
     dim_ratio: int = 2  # MLP hidden width = embedding_dim * dim_ratio
     hidden_layers: int = 1  # hidden layers of each tower's MLP (0 = linear)
     dropout: float = 0.1
     use_item_id: bool = True  # False: item tower is content-only (cold-start items score like warm ones)
+    use_user_id: bool = True  # a free embedding per known user beside the history summary (matrix-factorization capacity)
+    user_id_dropout: float = 0.1  # training: share of examples whose user id is hidden, so new users stay well served
+    history_position_weights: bool = True  # learn how much each history position (newest .. oldest) counts in the summary
     # input sizes, taken from the fitted preprocessing
     n_item_ids: int = 0
+    n_user_ids: int = 0
+    history_length: int = 0  # columns of the history input (preprocessing's max_history)
     n_category_nodes: int = 0
     item_numerical: int = 0
     item_categories: list[int] = field(default_factory=list)
@@ -174,6 +179,16 @@ class UserTower(nn.Module):
         n_levels = len(config.item_categories)
         self.register_buffer("history_item_categorical", torch.zeros(config.n_item_ids + 1, n_levels, dtype=torch.long))
         self.register_buffer("history_item_numerical", torch.zeros(config.n_item_ids + 1, config.item_numerical))
+        self.user_id_dropout = config.user_id_dropout
+        # log-weight of each history column (the newest item is the last column); zeros = a plain mean
+        self.history_position_logit = (nn.Parameter(torch.zeros(config.history_length))
+                                       if config.history_position_weights and config.history_length else None)
+        self.user_id_embedding = None
+        if config.use_user_id and config.n_user_ids:
+            self.user_id_embedding = nn.Embedding(config.n_user_ids + 1, config.id_dim, padding_idx=0)
+            nn.init.normal_(self.user_id_embedding.weight, std=0.05)
+            with torch.no_grad():
+                self.user_id_embedding.weight[0].zero_()  # unknown users: the history and features speak alone
         self.entity = EntityTower(
             config.user_numerical,
             config.user_categories,
@@ -183,7 +198,8 @@ class UserTower(nn.Module):
             config.dim_ratio,
             categorical_dim=config.categorical_dim,
             content_dim=config.content_dim,
-            extra_dim=config.categorical_dim * (1 + n_levels) + config.id_dim + config.item_numerical + 1,
+            extra_dim=(config.categorical_dim * (1 + n_levels) + config.id_dim + config.item_numerical + 1
+                       + (config.id_dim if self.user_id_embedding is not None else 0)),
             hidden_layers=config.hidden_layers,
             dropout=config.dropout,
         )
@@ -195,12 +211,18 @@ class UserTower(nn.Module):
         preference_tokens: torch.Tensor,  # [B, P] long, 0 = padding
         history: torch.Tensor,  # [B, L] long item-id rows, 0 = padding (all zeros = cold start)
         text: torch.Tensor | None = None,  # [B, user_text_dim]
+        user_id_index: torch.Tensor | None = None,  # [B] long, 0 = unknown user
     ) -> torch.Tensor:  # [B, embedding_dim]
         present = (history > 0).float()  # [B, L]
         lengths = present.sum(dim=1, keepdim=True)  # [B, 1]
-        ids = F.embedding_bag(history, self.item_id_embedding.weight, mode="sum", padding_idx=0)  # [B, id_dim]
-        ids = ids / lengths.clamp(min=1.0).sqrt()  # sqrt-length scaling: long histories stay confident
-        weights = present / lengths.clamp(min=1.0)  # [B, L] mean over present items
+        counted = present  # [B, L] how much each history item counts
+        if self.history_position_logit is not None:
+            counted = present * self.history_position_logit[-history.shape[1]:].exp()
+        total = counted.sum(dim=1, keepdim=True).clamp(min=1e-6)  # [B, 1]
+        ids = F.embedding_bag(history, self.item_id_embedding.weight, mode="sum", per_sample_weights=counted,
+                              padding_idx=0)  # [B, id_dim]
+        ids = ids / total.sqrt()  # sqrt-length scaling: long histories stay confident
+        weights = counted / total  # [B, L] weighted mean over present items
         levels = self.history_item_categorical[history]  # [B, L, n_levels]
         content = [
             F.embedding_bag(levels[:, :, j], table.weight, mode="sum", per_sample_weights=weights)  # [B, categorical_dim]
@@ -208,6 +230,13 @@ class UserTower(nn.Module):
         ]
         content.append(torch.einsum("bl,bln->bn", weights, self.history_item_numerical[history]))  # [B, item_numerical]
         extras = [self.category_node_embedding(preference_tokens), ids, *content, torch.log1p(lengths) / math.log(100.0)]
+        if self.user_id_embedding is not None:
+            if user_id_index is None:
+                user_id_index = torch.zeros(len(history), dtype=torch.long, device=history.device)
+            elif self.training and self.user_id_dropout:
+                hidden = torch.rand(user_id_index.shape, device=user_id_index.device) < self.user_id_dropout
+                user_id_index = user_id_index.masked_fill(hidden, 0)
+            extras.append(self.user_id_embedding(user_id_index))  # [B, id_dim]
         return self.entity(numerical, categorical, text, None, torch.cat(extras, dim=1))
 
 

@@ -73,6 +73,7 @@ class UserFeatures:
     categorical: torch.Tensor  # [n, len(USER_CATEGORICAL_COLUMNS)] long, 0 = out of vocabulary
     preference_tokens: torch.Tensor  # [n, P] long: stated preferences in the category-node vocabulary, 0 = padding
     text: torch.Tensor | None  # [n, user_text_dim] float: preferences text embedding
+    id_index: torch.Tensor | None = None  # [n] long: row in the user-id embedding table, 0 = no id (new user)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class FittedPreprocessing:
     item_text_dim: int = 0  # 0 = no text embeddings at fit time
     item_image_dim: int = 0  # 0 = no image embeddings at fit time
     user_text_dim: int = 0
+    user_ids: list[str] = field(default_factory=list)  # the user-id vocabulary (users with positive train interactions)
     reference_time_s: float = 0.0  # "now" for item age: the last train interaction (Unix seconds)
     version: int = PREPROCESSING_VERSION
     _lookups: dict = field(default_factory=dict, repr=False, compare=False)
@@ -99,6 +101,10 @@ class FittedPreprocessing:
     @property
     def n_item_ids(self) -> int:
         return len(self.item_ids)
+
+    @property
+    def n_user_ids(self) -> int:
+        return len(self.user_ids)
 
     @property
     def category_vocabulary_sizes(self) -> list[int]:
@@ -150,6 +156,7 @@ class FittedPreprocessing:
             item_text_dim=2 * _embedding_dim(item_text_embeddings, "name_embedding"),
             item_image_dim=_embedding_dim(item_clip_embeddings, "clip_embedding"),
             user_text_dim=_embedding_dim(user_text_embeddings, "preferences_embedding"),
+            user_ids=sorted(positives["user_id"].astype(str).unique()),
             reference_time_s=reference_time_s,
         )
         fitted.item_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.item_numerical_mean]
@@ -159,8 +166,15 @@ class FittedPreprocessing:
     # ---- transforms ---------------------------------------------------------------------
     def item_id_index(self, item_ids) -> np.ndarray:
         """Rows in the item-id embedding table (0 for items outside the vocabulary)."""
-        lookup = self._lookup("item_ids", self.item_ids)
-        return pd.Series(item_ids, dtype=object).astype(str).map(lookup).fillna(0).to_numpy(np.int64)
+        return self._id_rows("item_ids", self.item_ids, item_ids)
+
+    def user_id_index(self, user_ids) -> np.ndarray:
+        """Rows in the user-id embedding table (0 for users outside the vocabulary: new users)."""
+        return self._id_rows("user_ids", self.user_ids, user_ids)
+
+    def _id_rows(self, name: str, vocabulary: list[str], ids) -> np.ndarray:
+        lookup = self._lookup(name, vocabulary)
+        return pd.Series(ids, dtype=object).astype(str).map(lookup).fillna(0).to_numpy(np.int64)
 
     def transform_items(
         self,
@@ -211,6 +225,7 @@ class FittedPreprocessing:
             categorical=torch.from_numpy(np.stack([gender, age_bucket], axis=1)),
             preference_tokens=torch.from_numpy(self._encode_nodes(users["preferences"])),
             text=text,
+            id_index=torch.from_numpy(self.user_id_index(ids)),
         )
 
     def history_matrix(self, user_ids: list[str], interactions: pd.DataFrame | None) -> torch.Tensor:

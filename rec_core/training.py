@@ -50,14 +50,14 @@ from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, PreprocessingConfig, UserFeatures, data_preprocess
 
 
-TIME_SPLIT_RECENCY_WEIGHT = 20.0
+TIME_SPLIT_RECENCY_WEIGHT = 5.0  # between the validation optima seen: MovieLens time split 2, synthetic 20 (the search refines it)
 
 
 @dataclass
 class TrainingConfig:
     max_epochs: int = 40  # upper bound; early stopping usually ends sooner
     batch_size: int = 1024  # also the number of in-batch negatives
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-5  # AdamW decoupled weight decay
     temperature: float = 0.1  # softmax temperature on cosine similarities
     logq_correction: float = 1.0  # weight of the log-popularity correction (0 = none)
@@ -88,11 +88,24 @@ class TrainingData:
     items: ItemFeatures
     example_users: torch.Tensor  # [N] long: user row of each positive train interaction
     example_items: torch.Tensor  # [N] long: item row of each positive train interaction
-    example_weights: torch.Tensor  # [N] float: loss weight of each example (recency emphasis), mean 1
+    example_weights: torch.Tensor  # [N] float: loss weight of each example under the preparing config, mean 1
     train_history: torch.Tensor  # [n_users, L] long: recent train positives (item-id rows)
     item_log_q: torch.Tensor  # [n_items] float: log of each item's share of training examples
     validation: RankingTask
     validation_user_rows: torch.Tensor  # [n_validation_users] long
+    example_age: torch.Tensor  # [N] float: place in its user's train sequence, 0 = newest, 1 = oldest
+    time_split: bool  # whether held-out interactions follow the train ones in time (see is_time_split)
+
+    def recency_weight(self, config: TrainingConfig) -> float:
+        """The configured recency weight, or the automatic one for this split."""
+        if config.recency_weight is not None:
+            return config.recency_weight
+        return TIME_SPLIT_RECENCY_WEIGHT if self.time_split else 0.0
+
+    def weights_for(self, config: TrainingConfig) -> torch.Tensor:
+        """[N] loss weights exp(-recency_weight * age), mean 1 (a search varies the weight without re-preparing)."""
+        weights = torch.exp(-self.recency_weight(config) * self.example_age)
+        return weights / weights.mean()
 
 
 @dataclass
@@ -139,24 +152,25 @@ def prepare_training_data(
     # (tied timestamps share one age: their order says nothing)
     from_end = positives.groupby("user_id")["timestamp"].rank(method="average", ascending=False).to_numpy() - 1
     per_user = positives.groupby("user_id")["timestamp"].transform("size").to_numpy()
-    recency_weight = config.recency_weight
-    if recency_weight is None:
-        recency_weight = TIME_SPLIT_RECENCY_WEIGHT if is_time_split(splits) else 0.0
-    weights = np.exp(-recency_weight * from_end / np.maximum(per_user - 1, 1))
+    example_age = torch.from_numpy((from_end / np.maximum(per_user - 1, 1)).astype(np.float32))
     counts = np.bincount(example_items, minlength=len(item_features.ids)).astype(np.float64)
     validation = build_ranking_task(splits, item_features.ids, "validation", config.max_validation_users, config.seed)
-    return TrainingData(
+    data = TrainingData(
         preprocessing=preprocessing,
         users=user_features,
         items=item_features,
         example_users=torch.from_numpy(user_row[positives["user_id"]].to_numpy(copy=True)),  # pandas hands out read-only views
         example_items=torch.from_numpy(example_items),
-        example_weights=torch.from_numpy((weights / weights.mean()).astype(np.float32)),
+        example_weights=torch.ones(len(example_items)),
         train_history=preprocessing.history_matrix(user_features.ids, positives),
         item_log_q=torch.from_numpy(np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32)),
         validation=validation,
         validation_user_rows=torch.from_numpy(user_row[validation.user_ids].to_numpy()),
+        example_age=example_age,
+        time_split=is_time_split(splits),
     )
+    data.example_weights = data.weights_for(config)
+    return data
 
 
 def is_time_split(splits: pd.DataFrame) -> bool:
@@ -187,6 +201,8 @@ def build_model(data: TrainingData, config: TrainingConfig) -> TwoTower:
         **{
             **asdict(config.model),
             "n_item_ids": p.n_item_ids,
+            "n_user_ids": p.n_user_ids,
+            "history_length": p.config.max_history,
             "n_category_nodes": p.n_category_nodes,
             "item_numerical": data.items.numerical.shape[1],
             "item_categories": p.category_vocabulary_sizes,
@@ -299,7 +315,7 @@ def train_two_tower(
     history_table = data.train_history.to(device)
     item_log_q = data.item_log_q.to(device)
     example_users, example_items = data.example_users.to(device), data.example_items.to(device)
-    example_weights = data.example_weights.to(device)
+    example_weights = data.weights_for(config).to(device)
     n_examples, n_items = example_items.numel(), len(data.items.ids)
     k = config.eval_k
 
@@ -308,6 +324,8 @@ def train_two_tower(
     if checkpoint is not None:
         state = checkpoint.load(model, best, optimizer) or state
     resumed_from_epoch = state["epoch"]
+    for row in state["history"] if on_epoch is not None else ():
+        on_epoch(row)  # a resumed run reports its restored epochs too, so a caller sees the same sequence
 
     bar = tqdm(total=config.max_epochs, initial=state["epoch"], desc="two-tower", unit="epoch", disable=not progress)
     while state["epoch"] < config.max_epochs and state["bad_epochs"] < config.patience:

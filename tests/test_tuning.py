@@ -22,7 +22,7 @@ def test_search_keeps_the_best_validation_trial_and_starts_from_the_base(data_an
     lines: list[str] = []
     result = tune_two_tower(data, base, TuningConfig(trials=3, timeout_s=None, seed=0, prune=False), log=lines.append)
     assert [r["trial"] for r in result.trials] == [0, 1, 2]
-    assert result.trials[0]["params"] == base_params(base)
+    assert result.trials[0]["params"] == base_params(base, data)
     assert all(r["state"] == "complete" for r in result.trials)
     best = max(result.trials, key=lambda r: r["validation_recall"])
     assert [r["best"] for r in result.trials].count(True) == 1 and best["best"]
@@ -45,3 +45,11 @@ def test_one_trial_is_the_base_configuration(data_and_base):
     data, base = data_and_base
     result = tune_two_tower(data, base, TuningConfig(trials=1))
     assert result.config == base and len(result.trials) == 1
+
+
+def test_dagster_training_config_defaults_are_the_library_defaults():
+    from rec_assets.assets.model import TwoTowerTrainingConfig
+
+    config = TwoTowerTrainingConfig()
+    assert config.training_config() == TrainingConfig()
+    assert config.tuning_config() == TuningConfig()

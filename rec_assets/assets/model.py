@@ -35,23 +35,28 @@ MODEL_VERSION = "1"
 
 
 class TwoTowerTrainingConfig(dg.Config):
-    """Hyper-parameters of a training run (defaults are `rec_core.training.TrainingConfig`'s)."""
+    """Hyper-parameters of a training run. Every default is read from the library's dataclasses
+    (`TrainingConfig`, `TwoTowerConfig`, `PreprocessingConfig`, `TuningConfig`), so the two cannot drift."""
 
-    max_epochs: int = 40  # upper bound; early stopping on validation recall@10 usually ends sooner
-    batch_size: int = 1024  # also the number of in-batch negatives
-    learning_rate: float = 1e-3
-    temperature: float = 0.1
-    logq_correction: float = 1.0  # 0 disables the popularity correction of in-batch negatives
-    uniform_negatives: int = 0  # extra uniformly drawn negatives per batch
-    recency_weight: Optional[float] = None  # None: automatic (emphasise recent examples on a time split)
-    patience: int = 5
-    seed: int = 0
-    embedding_dim: int = 64
-    id_dim: int = 64
-    hidden_layers: int = 1
-    dropout: float = 0.1
-    use_item_id: bool = True  # False: content-only item tower (cold-start items ranked like warm ones)
-    max_history: int = 100  # recent positive interactions summarised per user
+    max_epochs: int = TrainingConfig.max_epochs  # upper bound; early stopping on validation recall@10 usually ends sooner
+    batch_size: int = TrainingConfig.batch_size  # also the number of in-batch negatives
+    learning_rate: float = TrainingConfig.learning_rate
+    weight_decay: float = TrainingConfig.weight_decay
+    temperature: float = TrainingConfig.temperature
+    logq_correction: float = TrainingConfig.logq_correction  # 0 disables the popularity correction of in-batch negatives
+    uniform_negatives: int = TrainingConfig.uniform_negatives  # extra uniformly drawn negatives per batch
+    recency_weight: Optional[float] = TrainingConfig.recency_weight  # None: automatic (recent examples count more on a time split)
+    history_dropout: float = TrainingConfig.history_dropout
+    patience: int = TrainingConfig.patience
+    seed: int = TrainingConfig.seed
+    embedding_dim: int = TwoTowerConfig.embedding_dim
+    id_dim: int = TwoTowerConfig.id_dim
+    hidden_layers: int = TwoTowerConfig.hidden_layers
+    dropout: float = TwoTowerConfig.dropout
+    use_item_id: bool = TwoTowerConfig.use_item_id  # False: content-only item tower (cold-start items ranked like warm ones)
+    use_user_id: bool = TwoTowerConfig.use_user_id  # False: users are their features and history only
+    history_position_weights: bool = TwoTowerConfig.history_position_weights
+    max_history: int = PreprocessingConfig.max_history  # recent positive interactions summarised per user
     use_text: bool = True  # feed item and user text embeddings when present
     use_images: bool = True  # feed CLIP image embeddings when present (empty table = CLIP disabled)
     tuning_trials: int = TuningConfig.trials  # validation-split search trials, the first being this config (1 = none)
@@ -60,11 +65,12 @@ class TwoTowerTrainingConfig(dg.Config):
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
             max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            temperature=self.temperature, logq_correction=self.logq_correction,
-            uniform_negatives=self.uniform_negatives, recency_weight=self.recency_weight, patience=self.patience,
-            seed=self.seed,
+            weight_decay=self.weight_decay, temperature=self.temperature, logq_correction=self.logq_correction,
+            uniform_negatives=self.uniform_negatives, recency_weight=self.recency_weight,
+            history_dropout=self.history_dropout, patience=self.patience, seed=self.seed,
             model=TwoTowerConfig(embedding_dim=self.embedding_dim, id_dim=self.id_dim, hidden_layers=self.hidden_layers,
-                                 dropout=self.dropout, use_item_id=self.use_item_id),
+                                 dropout=self.dropout, use_item_id=self.use_item_id, use_user_id=self.use_user_id,
+                                 history_position_weights=self.history_position_weights),
             preprocessing=PreprocessingConfig(max_history=self.max_history),
         )
 
