@@ -5,11 +5,12 @@ right for every catalog, and a default chosen on one dataset shows its bias on t
 search only ever looks at the validation split (carved from the data the run was given), so the
 test split stays an honest estimate.
 
-How: Optuna's TPE sampler, seeded, over the knobs whose best value depends most on the data
-(learning rate, temperature, weight decay, and on a time split the recency weight). The first trial is always the base configuration, so a search can
-only improve on it by validation recall. Trials report validation recall after every epoch and
-the median pruner stops ones that trail the median of earlier trials at the same epoch. Training
-is deterministic for a fixed seed and data, so the winning trial's model *is* the refit with the
+How: trial 0 is always the base configuration, so a search can only improve on it by validation
+recall; on a time split trials 1 and 2 probe the recency weight; later trials are Optuna's TPE
+sampler, seeded, over the knobs whose best value depends most on the data (learning rate,
+temperature, weight decay, and on a time split the recency weight). Trials report validation
+recall after every epoch and the median pruner stops ones that trail the median of earlier trials
+at the same epoch. Training is deterministic for a fixed seed and data, so the winning trial's model *is* the refit with the
 winning setting; it is returned as is rather than trained a second time.
 """
 
@@ -68,6 +69,24 @@ def suggest_config(trial: optuna.Trial, base: TrainingConfig, data: TrainingData
     )
 
 
+RECENCY_PROBE_FACTORS = (4.0, 0.25)
+"""On a time split, trials 1 and 2 try the base recency weight times these. The best weight seen on
+validation splits differed tenfold between datasets (MovieLens 2, synthetic 20), so a log-spaced probe
+along that one axis finds the right order of magnitude within a budget too small for random sampling."""
+
+
+def trial_config(trial: optuna.Trial, base: TrainingConfig, data: TrainingData) -> tuple[TrainingConfig, dict]:
+    """(configuration, its parameters) of a trial: the base, then recency probes on a time split, then samples."""
+    probes = [data.recency_weight(base) * factor for factor in RECENCY_PROBE_FACTORS] if data.time_split else []
+    if trial.number == 0:
+        config = base  # used as given, even outside the search ranges
+    elif trial.number <= len(probes):
+        config = dataclasses.replace(base, recency_weight=probes[trial.number - 1])
+    else:
+        return suggest_config(trial, base, data), dict(trial.params)
+    return config, base_params(config, data)
+
+
 def base_params(base: TrainingConfig, data: TrainingData) -> dict:
     """The base configuration in the search space's terms (enqueued as trial 0)."""
     recency = {"recency_weight": data.recency_weight(base)} if data.time_split else {}
@@ -92,14 +111,13 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
               if tuning.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tuning.seed),
                                 pruner=pruner)
-    study.enqueue_trial(base_params(base, data))
     metric = f"validation_recall_at_{base.eval_k}"
     started = time.perf_counter()
     models: dict[int, tuple[TrainingConfig, TrainedTwoTower]] = {}
     records: list[dict] = []
 
     def objective(trial: optuna.Trial) -> float:
-        config = suggest_config(trial, base, data)  # trial 0 is enqueued with the base values
+        config, params = trial_config(trial, base, data)
         trial_started = time.perf_counter()
         recalls: list[float] = []
 
@@ -109,7 +127,7 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        record = {"trial": trial.number, "params": dict(trial.params)}
+        record = {"trial": trial.number, "params": params}
         try:
             trained = train_two_tower(data, config, device=device, progress=False, on_epoch=report,
                                       checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")

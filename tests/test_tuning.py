@@ -53,3 +53,15 @@ def test_dagster_training_config_defaults_are_the_library_defaults():
     config = TwoTowerTrainingConfig()
     assert config.training_config() == TrainingConfig()
     assert config.tuning_config() == TuningConfig()
+
+
+def test_time_split_trials_probe_the_recency_weight_and_any_base_is_accepted(small_dataset):
+    splits = split_interactions(small_dataset.interactions, method="time")
+    base = TrainingConfig(max_epochs=2, patience=2, seed=0, learning_rate=0.0)  # outside the sampled range
+    data = prepare_training_data(small_dataset.users, small_dataset.items, splits, config=base)
+    assert data.time_split
+    result = tune_two_tower(data, base, TuningConfig(trials=3, timeout_s=None, prune=False))
+    weights = [r["params"]["recency_weight"] for r in result.trials]
+    base_weight = data.recency_weight(base)
+    assert weights == [base_weight, 4 * base_weight, base_weight / 4]
+    assert result.trials[0]["params"]["learning_rate"] == 0.0
