@@ -10,7 +10,7 @@ recall; on a time split trials 1 and 2 probe the recency weight; later trials ar
 sampler, seeded, over the knobs whose best value depends most on the data (learning rate,
 temperature, weight decay, and on a time split the recency weight). Trials report validation
 recall after every epoch and the median pruner stops ones that trail the median of earlier trials
-at the same epoch. Training is deterministic for a fixed seed and data, so the winning trial's model *is* the refit with the
+at the same epoch, once past the epoch where the base trial peaked. Training is deterministic for a fixed seed and data, so the winning trial's model *is* the refit with the
 winning setting; it is returned as is rather than trained a second time.
 """
 
@@ -37,7 +37,7 @@ class TuningConfig:
     timeout_s: float | None = 600.0  # safety net for large data: no new trial starts after this (None = no limit)
     seed: int = 0  # sampler seed: the same data and seed give the same trials
     prune: bool = True  # stop trials trailing the median of earlier ones at the same epoch
-    prune_warmup_epochs: int = 3  # epochs every trial runs before it can be pruned
+    prune_warmup_epochs: int = 3  # epochs every trial runs before it can be pruned (or the base's best epoch, if later)
 
 
 @dataclass
@@ -107,13 +107,14 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
     tuning = tuning or TuningConfig()
     log = log or logger.info
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=tuning.prune_warmup_epochs)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
               if tuning.prune else optuna.pruners.NopPruner())
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tuning.seed),
                                 pruner=pruner)
     metric = f"validation_recall_at_{base.eval_k}"
     started = time.perf_counter()
     models: dict[int, tuple[TrainingConfig, TrainedTwoTower]] = {}
+    base_best_epoch = [0]  # set when trial 0 (never pruned) finishes
     records: list[dict] = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -124,7 +125,8 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
         def report(row: dict) -> None:
             recalls.append(row[metric])
             trial.report(row[metric], row["epoch"])
-            if trial.should_prune():
+            # judged only from the epoch where the base peaked: a slower start is not a worse end
+            if row["epoch"] >= max(tuning.prune_warmup_epochs, base_best_epoch[0]) and trial.should_prune():
                 raise optuna.TrialPruned()
 
         record = {"trial": trial.number, "params": params}
@@ -137,6 +139,8 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
             _log_trial(log, records[-1], started, tuning)
             raise
         value = max(row[metric] for row in trained.history)
+        if trial.number == 0:
+            base_best_epoch[0] = trained.best_epoch
         models[trial.number] = (config, trained)
         records.append(record | {"state": "complete", "validation_recall": value, "epochs": len(trained.history),
                                  "seconds": time.perf_counter() - trial_started})

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from rec_core.data.paths import image_link
 from rec_core.release import MODEL_DIR, publish_release
 from rec_core.storage import read_parquet, write_parquet
 from tests.conftest import REPO
+from tests.processes import stop_process_group
 from tests.test_serving import materialize
 
 CLIP_ITEMS = 24  # items whose product image is a noise image embedded by the tiny CLIP
@@ -69,13 +69,7 @@ def service_process(root, *args: str, host: str = "127.0.0.1", env: dict | None 
             time.sleep(0.3)
         yield url, process
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ renders the asset graph page with our assets on it."""
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import requests
 import yaml
 
 from tests.conftest import REPO
+from tests.processes import stop_process_group
 
 pytestmark = pytest.mark.slow
 SMALL_CONFIG = REPO / "configs" / "small.yaml"
@@ -61,11 +61,7 @@ def webserver(tmp_path_factory):
     else:
         raise RuntimeError("webserver did not start")
     yield {"url": url, "port": port, "home": home, "artifacts": artifacts}
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    stop_process_group(process)
     log.close()
 
 
