@@ -37,6 +37,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 from typing import Self
 
 import httpx
@@ -235,7 +236,7 @@ def run(argv: list[str]) -> dict[str, float]:
         print("in-process recommend loop", file=sys.stderr, flush=True)
         results.update(in_process(root, users, filters, args.k, args.requests, args.warmup))
         query = httpx.QueryParams({"k": args.k, "filters": json.dumps(filters)})
-        paths = [f"/recommendations/{user_id}?{query}" for user_id in users]
+        paths = [f"/recommendations/{quote(user, safe='')}?{query}" for user in users]  # ids percent-encoded
         with ServiceProcess(root, Path(tmp) / "service.log") as service:
             for level in levels:
                 print(f"service at concurrency {level}", file=sys.stderr, flush=True)
