@@ -63,5 +63,5 @@ def test_time_split_trials_probe_the_recency_weight_and_any_base_is_accepted(sma
     result = tune_two_tower(data, base, TuningConfig(trials=3, timeout_s=None, prune=False))
     weights = [r["params"]["recency_weight"] for r in result.trials]
     base_weight = data.recency_weight(base)
-    assert weights == [base_weight, 4 * base_weight, base_weight / 4]
+    assert weights == [base_weight, base_weight / 4, base_weight / 16]
     assert result.trials[0]["params"]["learning_rate"] == 0.0
