@@ -50,7 +50,7 @@ from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, PreprocessingConfig, UserFeatures, data_preprocess
 
 
-TIME_SPLIT_RECENCY_WEIGHT = 20.0  # synthetic validation's optimum; MovieLens preferred 2 (the search probes x4 and /4)
+TIME_SPLIT_RECENCY_WEIGHT = 20.0  # synthetic validation's optimum; MovieLens preferred 2 (the search probes /4 and /16)
 
 
 @dataclass

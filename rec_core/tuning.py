@@ -10,8 +10,9 @@ recall; on a time split trials 1 and 2 probe lower recency weights; later trials
 sampler, seeded, over the knobs whose best value depends most on the data (learning rate,
 temperature, weight decay, and on a time split the recency weight). Trials report validation
 recall after every epoch and the median pruner stops ones that trail the median of earlier trials
-at the same epoch, once past the epoch where the base trial peaked. Training is deterministic for a fixed seed and data, so the winning trial's model *is* the refit with the
-winning setting; it is returned as is rather than trained a second time.
+at the same epoch, once past the epoch where the base trial peaked. Training is deterministic for
+a fixed seed and data, so the winning trial's model *is* the refit with the winning setting; it is
+returned as is rather than trained a second time.
 """
 
 from __future__ import annotations
