@@ -4,10 +4,13 @@
 level for `feast apply`, and `rec_core.feature_store` calls it directly so tests and Dagster
 assets can point the offline sources at their own artifact root.
 
-The batch views (user and item features) read the parquet files the data assets wrote; the
-embedding and recommendation views read Feast-ready copies (the same rows plus an
-`event_timestamp`) that the `feast_online_features` asset writes under
-`<artifact root>/feature_store/sources/`, and take fresh values through push sources.
+Which views exist is listed once, in `rec_core.feature_store.views`, which also loads them; this
+file declares each one as a Feast object. The batch views (user and item features) read the
+parquet files the data assets wrote, and their fields are declared here. The embedding,
+recommendation and history views are pushed: `rec_core` builds their rows, so their fields come
+from the registry; they read Feast-ready copies (the same rows plus an `event_timestamp`) that the
+`feast_online_features` asset writes under `<artifact root>/feature_store/sources/`, and take
+fresh values through push sources.
 
 Vector search stays in FAISS: no field sets `vector_index`. Feast's SQLite vector search needs
 sqlite extension loading, which this Python 3.11 build lacks (`sqlite3.Connection` has no
@@ -23,29 +26,15 @@ from pathlib import Path
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, Project, PushSource, ValueType
 from feast.types import Array, Float32, Float64, Int32, Int64, String, UnixTimestamp
 
+from rec_core.data.paths import table_file
+from rec_core.feature_store import views
+from rec_core.feature_store.views import PUSHED_VIEW_FILES, source_dir
+
 PROJECT_NAME = "recommender"
-EVENT_TIMESTAMP = "event_timestamp"
 # A TTL of zero keeps features forever: values are replaced by newer snapshots, never expired.
 NO_EXPIRY = timedelta(0)
-
-# Feast-ready parquet copies written by the feature-store asset, one per pushed view.
-PUSHED_VIEW_FILES = {
-    "item_text_embeddings": "item_text_embeddings.parquet",
-    "item_clip_embeddings": "item_clip_embeddings.parquet",
-    "item_tower_embeddings": "item_tower_embeddings.parquet",
-    "user_text_embeddings": "user_text_embeddings.parquet",
-    "user_tower_embeddings": "user_tower_embeddings.parquet",
-    "user_recommendations": "user_recommendations.parquet",
-    "user_history": "user_history.parquet",
-}
-
-# The interaction types whose item ids `user_history` keeps, one Array(String) field each.
-HISTORY_TYPES = ("positive_view", "negative_view", "cart", "purchase", "rate")
-
-
-def source_dir(artifact_root: str | Path) -> Path:
-    """Where the Feast-ready parquet copies of the pushed views live."""
-    return Path(artifact_root) / "feature_store" / "sources"
+# The Feast type of each kind of pushed feature in the registry.
+FEAST_TYPES = {"float_vector": Array(Float32), "string": String, "string_list": Array(String)}
 
 
 def build_definitions(artifact_root: str | Path) -> list:
@@ -57,38 +46,37 @@ def build_definitions(artifact_root: str | Path) -> list:
     project = Project(name=PROJECT_NAME, description="Two-tower recommender: user and item features for serving")
 
     # Users are the query side of the recommender: requests name a user_id.
-    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="A shopper")
+    user = Entity(name="user", join_keys=[views.USER_KEY], value_type=ValueType.STRING, description="A shopper")
     # Items are the candidate side: retrieval returns item_ids whose display fields are looked up.
-    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="A product")
+    item = Entity(name="item", join_keys=[views.ITEM_KEY], value_type=ValueType.STRING, description="A product")
+    entities = {views.USER_KEY: user, views.ITEM_KEY: item}
 
     # The users table written by the `users` asset; signup_date orders its snapshots.
     users_source = FileSource(
-        name="users_source", path=str(root / "users.parquet"), timestamp_field="signup_date",
+        name="users_source", path=str(root / table_file(views.USER_FEATURES.upstream)), timestamp_field="signup_date",
         description="users asset parquet",
     )
     # The items table written by the `items` asset; arrival_date orders its snapshots.
     items_source = FileSource(
-        name="items_source", path=str(root / "items.parquet"), timestamp_field="arrival_date",
+        name="items_source", path=str(root / table_file(views.ITEM_FEATURES.upstream)), timestamp_field="arrival_date",
         description="items asset parquet",
     )
 
-    def pushed_source(view_name: str) -> PushSource:
-        # One push source per embedding/recommendation view: fresh values go online without a batch job,
-        # while the Feast-ready parquet copy backs materialization and historical retrieval.
-        batch = FileSource(
-            name=f"{view_name}_batch", path=str(copies / PUSHED_VIEW_FILES[view_name]),
-            timestamp_field=EVENT_TIMESTAMP,
+    def pushed_view(view: views.View) -> FeatureView:
+        # One push source per pushed view: fresh values go online without a batch job, while the
+        # Feast-ready parquet copy backs materialization and historical retrieval. Pushed views never
+        # expire: the latest push is the current value.
+        batch = FileSource(name=f"{view.name}_batch", path=str(copies / PUSHED_VIEW_FILES[view.name]),
+                           timestamp_field=views.EVENT_TIMESTAMP)
+        return FeatureView(
+            name=view.name, entities=[entities[view.key]], ttl=NO_EXPIRY, online=True,
+            source=PushSource(name=view.push_source, batch_source=batch),
+            schema=[Field(name=f.name, dtype=FEAST_TYPES[f.kind], description=f.description) for f in view.features],
         )
-        return PushSource(name=f"{view_name}_push", batch_source=batch)
-
-    def pushed_view(view_name: str, entity: Entity, schema: list[Field]) -> FeatureView:
-        # Pushed views never expire: the latest push is the current value.
-        return FeatureView(name=view_name, entities=[entity], ttl=NO_EXPIRY, online=True,
-                           source=pushed_source(view_name), schema=schema)
 
     # The profile fields the user tower and the backend read at request time.
     user_features = FeatureView(
-        name="user_features", entities=[user], ttl=NO_EXPIRY, source=users_source, online=True,
+        name=views.USER_FEATURES.name, entities=[user], ttl=NO_EXPIRY, source=users_source, online=True,
         schema=[
             Field(name="preferences", dtype=String, description="Pipe-separated stated interests"),
             Field(name="age", dtype=Int32, description="Age in years; null when unknown"),
@@ -98,7 +86,7 @@ def build_definitions(artifact_root: str | Path) -> list:
     )
     # The display and ranking fields of an item, read for every recommended item.
     item_features = FeatureView(
-        name="item_features", entities=[item], ttl=NO_EXPIRY, source=items_source, online=True,
+        name=views.ITEM_FEATURES.name, entities=[item], ttl=NO_EXPIRY, source=items_source, online=True,
         schema=[
             Field(name="product_name", dtype=String),
             Field(name="category", dtype=String, description="Pipe-separated taxonomy path"),
@@ -111,44 +99,30 @@ def build_definitions(artifact_root: str | Path) -> list:
         ],
     )
     # Sentence-transformer vectors of an item's name and description, inputs to the item tower.
-    item_text_embeddings = pushed_view("item_text_embeddings", item, [
-        Field(name="name_embedding", dtype=Array(Float32)),
-        Field(name="description_embedding", dtype=Array(Float32)),
-    ])
+    item_text_embeddings = pushed_view(views.ITEM_TEXT_EMBEDDINGS)
     # CLIP vectors of the product images, for image-aware ranking and similar-looking items.
-    item_clip_embeddings = pushed_view("item_clip_embeddings", item,
-                                       [Field(name="clip_embedding", dtype=Array(Float32))])
+    item_clip_embeddings = pushed_view(views.ITEM_CLIP_EMBEDDINGS)
     # The trained item tower's output: the vectors the FAISS index holds, kept here for lookup.
-    item_tower_embeddings = pushed_view("item_tower_embeddings", item,
-                                        [Field(name="item_embedding", dtype=Array(Float32))])
+    item_tower_embeddings = pushed_view(views.ITEM_TOWER_EMBEDDINGS)
     # A sentence-transformer vector of the user's stated preferences, an input to the user tower.
-    user_text_embeddings = pushed_view("user_text_embeddings", user,
-                                       [Field(name="preferences_embedding", dtype=Array(Float32))])
+    user_text_embeddings = pushed_view(views.USER_TEXT_EMBEDDINGS)
     # The trained user tower's output: the query vector for FAISS retrieval, and the model it came from
     # (a Recommender serving a release scores only vectors of the release's model against its index).
-    user_tower_embeddings = pushed_view("user_tower_embeddings", user, [
-        Field(name="user_embedding", dtype=Array(Float32)),
-        Field(name="model_version", dtype=String, description="Digest of the two-tower weights that produced it"),
-    ])
+    user_tower_embeddings = pushed_view(views.USER_TOWER_EMBEDDINGS)
     # Each user's precomputed top-k, served when a request must not wait for retrieval.
-    user_recommendations = pushed_view("user_recommendations", user, [
-        Field(name="top_k_item_ids", dtype=Array(String)),
-        Field(name="top_k_scores", dtype=Array(Float32)),
-    ])
-
+    user_recommendations = pushed_view(views.USER_RECOMMENDATIONS)
     # The items each user already interacted with, per type, so serving can exclude what was seen or bought.
-    user_history = pushed_view("user_history", user,
-                               [Field(name=f"{kind}_item_ids", dtype=Array(String)) for kind in HISTORY_TYPES])
+    user_history = pushed_view(views.USER_HISTORY)
 
     # What the backend reads for one user per request: profile, history, query vector and precomputed top-k.
     user_serving = FeatureService(
-        name="user_serving",
+        name=views.USER_SERVING_SERVICE,
         features=[user_features, user_history, user_tower_embeddings, user_recommendations],
         description="One user's serving features",
     )
     # What the backend reads for each recommended item to display it.
     item_display = FeatureService(
-        name="item_display", features=[item_features], description="Display fields of recommended items",
+        name=views.ITEM_DISPLAY_SERVICE, features=[item_features], description="Display fields of recommended items",
     )
     # The item-side inputs a re-ranker or the item tower reads online.
     item_vectors = FeatureService(

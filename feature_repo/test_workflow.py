@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from feast import FeatureStore
 from feast.data_source import PushMode
+
+from rec_core.data.paths import table_file
+from rec_core.feature_store import feast_source_frame, views
 
 ARTIFACT_ROOT = Path(os.environ.get("REC_ARTIFACT_ROOT", Path(__file__).resolve().parent.parent / "data" / "artifacts"))
 
@@ -34,14 +36,14 @@ def run_demo():
     store.materialize(
         start_date=datetime(1970, 1, 2, tzinfo=timezone.utc),
         end_date=datetime.now(timezone.utc),
-        feature_views=["user_features", "item_features"],
+        feature_views=list(views.BATCH_VIEWS),
     )
 
     print("\n--- Push the user tower's embeddings ---")
-    embeddings = pd.read_parquet(ARTIFACT_ROOT / "user_embeddings.parquet")
-    event = embeddings.rename(columns={"embedding": "user_embedding"})[["user_id", "user_embedding"]]
-    event["event_timestamp"] = datetime.now(timezone.utc)
-    store.push("user_tower_embeddings_push", event, to=PushMode.ONLINE)
+    tower = views.USER_TOWER_EMBEDDINGS
+    embeddings = pd.read_parquet(ARTIFACT_ROOT / table_file(tower.upstream))
+    event = feast_source_frame(tower.name, embeddings, datetime.now(timezone.utc))  # renamed to the Feast names
+    store.push(tower.push_source, event, to=PushMode.ONLINE)
 
     user_id = str(embeddings.user_id.iloc[0])
     print(f"\n--- Online features of {user_id} through the user_serving feature service ---")
@@ -50,14 +52,14 @@ def run_demo():
     print("\n--- Push a changed embedding, as a streaming job would, and read it back ---")
     changed = event.iloc[:1].copy()
     changed["user_embedding"] = [np.zeros(len(event.user_embedding.iloc[0]), dtype=np.float32)]
-    store.push("user_tower_embeddings_push", changed, to=PushMode.ONLINE)
+    store.push(tower.push_source, changed, to=PushMode.ONLINE)
     fetch_online_features(store, user_id)
-    store.push("user_tower_embeddings_push", event.iloc[:1], to=PushMode.ONLINE)  # restore the model's vector
+    store.push(tower.push_source, event.iloc[:1], to=PushMode.ONLINE)  # restore the model's vector
 
 
 def fetch_online_features(store: FeatureStore, user_id: str):
     returned = store.get_online_features(
-        features=store.get_feature_service("user_serving"),
+        features=store.get_feature_service(views.USER_SERVING_SERVICE),
         entity_rows=[{"user_id": user_id}],
     ).to_dict()
     for key, value in sorted(returned.items()):

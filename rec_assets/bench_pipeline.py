@@ -20,6 +20,8 @@ import dagster as dg
 import pandas as pd
 import yaml
 
+from rec_core.data.paths import ARTIFACT_ROOT_ENV, table_file
+
 
 def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     """Wall seconds per step (asset or multi-asset op) from STEP_START to STEP_SUCCESS."""
@@ -47,12 +49,18 @@ def _latest_run_id(instance: dg.DagsterInstance, job_name: str) -> str:
     return run.run_id
 
 
-def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int) -> dict[str, float]:
+def bench_environment(workdir: Path) -> tuple[Path, dict]:
+    """A fresh Dagster home and artifact root under `workdir`: (the home, the environment to run dagster in)."""
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "REC_ARTIFACT_ROOT": str(workdir / "artifacts"),
+    env = {**os.environ, "DAGSTER_HOME": str(home), ARTIFACT_ROOT_ENV: str(workdir / "artifacts"),
            "REC_LANDING_DIR": str(workdir / "landing"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    return home, env
+
+
+def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int) -> dict[str, float]:
+    home, env = bench_environment(workdir)
     config = workdir / "sizes.yaml"
     config.write_text(yaml.safe_dump({"ops": {"source_tables": {"config": {
         "n_users": n_users, "n_items": n_items, "n_interactions": n_interactions}}}}))
@@ -64,7 +72,7 @@ def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int
     results["pipeline_cold_total_s"] = time.perf_counter() - start
 
     # 1% new interactions, landed and ingested as the sensor would request it.
-    interactions = pd.read_parquet(workdir / "artifacts" / "interactions.parquet")
+    interactions = pd.read_parquet(workdir / "artifacts" / table_file("interactions"))
     fresh = interactions.sample(frac=0.01, random_state=0).copy()
     fresh["interaction_id"] = "bench-" + fresh["interaction_id"].astype(str)
     fresh["timestamp"] = fresh["timestamp"].max() + pd.Timedelta(days=1)

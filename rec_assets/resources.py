@@ -7,17 +7,14 @@ or `production`); see `resources_for_profile`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
 from rec_core import storage
+from rec_core.data.paths import ARTIFACT_ROOT_ENV, default_artifact_root, table_file
 from rec_core.embeddings import checkpoint_directory, clear_checkpoint
-
-
-def _default_root() -> str:
-    return os.environ.get("REC_ARTIFACT_ROOT", str(Path.cwd() / "data" / "artifacts"))
+from rec_core.encoders.text import TextEncoderConfig
 
 
 class ArtifactStore(dg.ConfigurableResource):
@@ -29,7 +26,7 @@ class ArtifactStore(dg.ConfigurableResource):
     root: str = ""  # empty: $REC_ARTIFACT_ROOT, else ./data/artifacts
 
     def resolved_root(self) -> str:
-        return self.root or _default_root()
+        return self.root or default_artifact_root()
 
     def path(self, *parts: str):
         """The path of an artifact under the root (a `Path` locally, a `UPath` remotely)."""
@@ -51,9 +48,9 @@ class DeviceResource(dg.ConfigurableResource):
 class TextEncoderResource(dg.ConfigurableResource):
     """The sentence-transformers text encoder used for item and user text embeddings."""
 
-    model: str = ""  # name or local path; empty: $REC_TEXT_MODEL, else the packaged all-MiniLM-L6-v2
-    batch_size: int = 32  # texts per forward pass
-    max_seq_length: int = 128  # tokens kept per text
+    model: str = TextEncoderConfig.model  # name or local path; empty: $REC_TEXT_MODEL, else the packaged all-MiniLM-L6-v2
+    batch_size: int = TextEncoderConfig.batch_size  # texts per forward pass
+    max_seq_length: int = TextEncoderConfig.max_seq_length  # tokens kept per text
 
     def build(self, device: str):
         from rec_core.encoders import TextEncoder, TextEncoderConfig
@@ -103,7 +100,7 @@ class TableIOManager(dg.ConfigurableIOManager):
     root: str = ""
 
     def _path(self, key: dg.AssetKey):
-        return storage.as_path(self.root or _default_root()).joinpath(*key.path[:-1], f"{key.path[-1]}.parquet")
+        return storage.as_path(self.root or default_artifact_root()).joinpath(*key.path[:-1], table_file(key.path[-1]))
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if obj is None:
@@ -111,7 +108,7 @@ class TableIOManager(dg.ConfigurableIOManager):
         path = self._path(context.asset_key)
         storage.write_parquet(obj, path)
         # Encoding checkpoints of this table are obsolete only now that the table is safely written.
-        clear_checkpoint(checkpoint_directory(self.root or _default_root(), context.asset_key.path[-1]))
+        clear_checkpoint(checkpoint_directory(self.root or default_artifact_root(), context.asset_key.path[-1]))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
@@ -129,7 +126,7 @@ def resources_for_profile(profile: str | None = None) -> dict:
     if profile == "local":
         root = ""
     elif profile == "production":
-        root = dg.EnvVar("REC_ARTIFACT_ROOT")
+        root = dg.EnvVar(ARTIFACT_ROOT_ENV)
     else:
         raise ValueError(f"unknown REC_PROFILE '{profile}': use local or production")
     return {

@@ -8,7 +8,8 @@ of a full run. Vectors are stored in parquet as `fixed_size_list<float32>[dimens
 
 A long update can checkpoint: every so often it writes the rows encoded so far as a part file
 in a checkpoint folder, and the next update reuses those rows under the same rule as the previous
-table's, so a run killed midway loses at most the last interval of encoding.
+table's, so a run killed midway loses at most the last interval of encoding. Given a `Progress`,
+an update encodes in chunks and reports the rows done, their rate and an ETA after each.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import pandas as pd
 import pyarrow as pa
 
 from rec_core import storage
+from rec_core.data.paths import ENCODING_CHECKPOINTS_DIR
 from rec_core.data.schema import split_pipe
+from rec_core.progress import Progress
 
 MODEL_ID = "model_id"
 INPUT_HASH = "input_hash"
@@ -136,7 +139,7 @@ def read_checkpoint(directory) -> pd.DataFrame | None:
 
 def checkpoint_directory(root, table_name: str):
     """Where an embedding table named `table_name` under an artifact root keeps its checkpoint."""
-    return storage.as_path(root) / "checkpoints" / table_name
+    return storage.as_path(root) / ENCODING_CHECKPOINTS_DIR / table_name
 
 
 def clear_checkpoint(directory) -> None:
@@ -160,6 +163,7 @@ def update_embeddings(
     encoder: Encoder,
     previous: pd.DataFrame | None = None,
     checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
 ) -> EmbeddingUpdate:
     """Builds the table for `keys`, reusing each vector of `previous` whose key, model id and input hash match.
 
@@ -168,8 +172,9 @@ def update_embeddings(
     description re-encodes the description alone. Without a checkpoint everything to encode goes
     through `encoder.encode` in one call ([n, dimension] float32); with one, rows saved there by a
     killed run are reused like rows of `previous`, encoding goes in chunks with a part saved every
-    `checkpoint.every_s` seconds, and the folder is removed at the end. The encoder is untouched
-    when all is reused.
+    `checkpoint.every_s` seconds, and the folder is removed at the end. With a `progress`, encoding
+    goes in chunks too (`checkpoint.chunk_rows`, else `Checkpoint.chunk_rows`), each reported there.
+    The encoder is untouched when all is reused.
     """
     keys = [str(k) for k in keys]
     columns = list(inputs)
@@ -187,12 +192,12 @@ def update_embeddings(
         if kept.any():
             matrices[column][kept] = embedding_matrix(candidates, column)[reuse_from[column][kept]]
     input_hash = ["-".join(parts) for parts in zip(*(hashes[c] for c in columns))] if columns else [""] * n
-    if checkpoint is None:
+    if checkpoint is None and progress is None:
         seconds = _encode_rows(encoder, inputs, todo, matrices)
     else:
-        seconds = _encode_with_checkpoints(encoder, inputs, todo, matrices, checkpoint,
-                                           lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id,
-                                                                    input_hash, rows, dimension))
+        seconds = _encode_in_chunks(encoder, inputs, todo, matrices, checkpoint, progress or Progress(key_column),
+                                    lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id,
+                                                             input_hash, rows, dimension))
     table = _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, np.arange(n), dimension=None)
     rows_encoded = len(np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()])))
     if checkpoint is not None and checkpoint.clear_when_done:
@@ -217,24 +222,30 @@ def _encode_rows(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[st
     return seconds
 
 
-def _encode_with_checkpoints(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
-                             matrices: dict[str, np.ndarray], checkpoint: Checkpoint, rows_table) -> float:
-    """`_encode_rows` over chunks of rows, saving the finished rows as a part every `checkpoint.every_s`.
+def _encode_in_chunks(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
+                      matrices: dict[str, np.ndarray], checkpoint: Checkpoint | None, progress: Progress,
+                      rows_table) -> float:
+    """`_encode_rows` over chunks of rows, each reported to `progress`; with a checkpoint, the finished
+    rows are saved as a part every `checkpoint.every_s`.
 
     A part holds complete rows (every vector column), so the next run can reuse them as they are.
     Part names carry a per-run token: parts of an earlier killed run are kept until a run completes.
     """
     rows = np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()]))  # rows with anything to encode
-    directory = storage.as_path(checkpoint.directory)
+    chunk_rows = max(1, checkpoint.chunk_rows if checkpoint else Checkpoint.chunk_rows)
     run_token = uuid.uuid4().hex[:8]
     seconds, unsaved_from, parts, last_save = 0.0, 0, 0, time.perf_counter()
-    for begin in range(0, len(rows), max(1, checkpoint.chunk_rows)):
-        chunk = rows[begin : begin + max(1, checkpoint.chunk_rows)]
+    progress.start(len(rows))
+    for begin in range(0, len(rows), chunk_rows):
+        chunk = rows[begin : begin + chunk_rows]
         seconds += _encode_rows(encoder, inputs, {c: np.intersect1d(todo[c], chunk) for c in todo}, matrices)
         finished = begin + len(chunk)
-        if finished < len(rows) and time.perf_counter() - last_save >= checkpoint.every_s:
-            storage.write_parquet(rows_table(rows[unsaved_from:finished]), directory / f"part-{run_token}-{parts:05d}.parquet")
+        progress.advance(len(chunk))
+        if checkpoint and finished < len(rows) and time.perf_counter() - last_save >= checkpoint.every_s:
+            storage.write_parquet(rows_table(rows[unsaved_from:finished]),
+                                  storage.as_path(checkpoint.directory) / f"part-{run_token}-{parts:05d}.parquet")
             unsaved_from, parts, last_save = finished, parts + 1, time.perf_counter()
+    progress.finish()
     return seconds
 
 
@@ -309,7 +320,7 @@ def preference_sentence(preferences: str) -> str:
 
 def text_embeddings(
     key_column: str, keys: Sequence[str], texts: dict[str, Sequence[str]], encoder: Encoder,
-    previous: pd.DataFrame | None = None, checkpoint: Checkpoint | None = None,
+    previous: pd.DataFrame | None = None, checkpoint: Checkpoint | None = None, progress: Progress | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for text columns, each text hashed on its own.
 
@@ -318,7 +329,7 @@ def text_embeddings(
     """
     texts = {column: [str(t) for t in values] for column, values in texts.items()}
     hashes = {column: [text_hash(t) for t in values] for column, values in texts.items()}
-    return update_embeddings(key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous, checkpoint)
+    return update_embeddings(key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous, checkpoint, progress)
 
 
 class _ImageFileEncoder:
@@ -341,9 +352,9 @@ class _ImageFileEncoder:
 
 def image_embeddings(
     key_column: str, keys: Sequence[str], paths: Sequence, clip_encoder, column: str, previous: pd.DataFrame | None = None,
-    checkpoint: Checkpoint | None = None,
+    checkpoint: Checkpoint | None = None, progress: Progress | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for image files; the input hash is the hash of each file's bytes."""
     hashes = {column: [bytes_hash(storage.as_path(p).read_bytes()) for p in paths]}
     return update_embeddings(key_column, keys, {column: list(paths)}, hashes, _ImageFileEncoder(clip_encoder), previous,
-                             checkpoint)
+                             checkpoint, progress)

@@ -24,6 +24,7 @@ Baselines, each learned from the train split only and ranking from the same hist
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -36,17 +37,34 @@ import torch
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
+from rec_core.data.bundle import DataBundle
 from rec_core.data.schema import positive_interactions
+from rec_core.progress import Progress
+
+log = logging.getLogger(__name__)
 
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
-"""Maps rows of a `RankingTask` (user positions) to scores [len(rows), n_items] over `task.item_ids`."""
+"""Maps rows of a `RankingTask` (user positions) to scores [len(rows), n_items] over `task.item_ids`.
+
+A writable array that owns its memory is overwritten in place (seen items set to -inf), so a
+scorer must not return one it keeps; views and read-only arrays are copied first."""
 
 EASE_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 """EASE regularization grid (x3 steps); the validation split picks one."""
 
-EASE_MAX_ITEMS = 20_000
-"""Above this many items with train interactions EASE keeps the most popular ones: 20k items need
-a 1.6 GB Gram matrix and about three times that while inverting it."""
+EASE_MAX_ITEMS = 10_000
+"""Above this many items with train interactions EASE keeps the most popular ones. Its time is cubic
+and its memory quadratic in the items fit: on the 1M-interaction synthetic set (2 shared cores) one
+fit took 1.5 s at 5k items, 15 s at 10k and 60 s at 15k (peak RSS 1.2, 2.1, 3.5 GB), times six
+lambdas; 20k would be about 2 minutes a fit and over 5 GB. ALS is the baseline for larger catalogs."""
+
+VALIDATION_USERS = 5000
+"""Validation users (a fixed seeded sample when there are more) that rank hyperparameters: the
+two-tower's epochs, EASE's lambdas and ALS's trials. Enough to tell settings apart, and every
+trial then costs the same at any user count."""
+
+SCORE_BATCH_BYTES = 128 * 2**20
+"""float32 scores held per batch of users by `ranking_metrics`: 671 users at 50k items, 6,710 at 5k."""
 
 ALS_TRIALS = 12
 """Default optuna budget for ALS: about 30 s on MovieLens-small or the 2000 x 5000 synthetic set on 2 cores."""
@@ -70,53 +88,73 @@ def build_ranking_task(splits: pd.DataFrame, item_ids: list[str], target: str = 
                        seed: int = 0) -> RankingTask:
     """The task of predicting `target`-split positives from the earlier splits' positives.
 
-    `max_users` evaluates a fixed random subset of users (for fast per-epoch validation).
+    `max_users` evaluates a fixed random subset of users (for fast per-epoch validation and
+    baseline tuning). Pairs are integer codes (user code x catalog size + item position), so
+    the cost is a few sorts of the interactions, not a Python object per pair.
     """
     earlier = {"validation": ("train",), "test": ("train", "validation")}[target]
     positives = positive_interactions(splits)
-    history = positives[positives["split"].isin(earlier)]
-    heldout = positives[positives["split"] == target]
-    item_position = pd.Series(np.arange(len(item_ids)), index=pd.Index(item_ids, dtype=object))
-    heldout = heldout[heldout["item_id"].isin(item_position.index)]
-    seen_pairs = set(zip(history["user_id"], history["item_id"]))
-    heldout = heldout[[pair not in seen_pairs for pair in zip(heldout["user_id"], heldout["item_id"])]]
-    user_ids = sorted(heldout["user_id"].unique())
+    in_history = positives["split"].isin(earlier).to_numpy()
+    history = positives[in_history]
+    user_code, user_values = pd.factorize(positives["user_id"])
+    item_code = pd.Index(item_ids, dtype=object).get_indexer(positives["item_id"])  # -1: not in the catalog
+    in_catalog = item_code >= 0
+    pair = user_code.astype(np.int64) * len(item_ids) + item_code
+    is_heldout = (positives["split"] == target).to_numpy() & in_catalog
+    is_heldout &= ~pd.Series(pair).isin(pair[in_history & in_catalog]).to_numpy()  # in the history: never retrievable
+    user_ids = sorted(user_values[np.unique(user_code[is_heldout])])
     if max_users is not None and len(user_ids) > max_users:
         chosen = np.random.default_rng(seed).choice(len(user_ids), max_users, replace=False)
         user_ids = sorted(np.asarray(user_ids, dtype=object)[chosen])
-    user_position = pd.Series(np.arange(len(user_ids)), index=pd.Index(user_ids, dtype=object))
+    row_of_code = np.full(len(user_values), -1, np.int64)
+    row_of_code[user_values.get_indexer(user_ids)] = np.arange(len(user_ids))
+    row = row_of_code[user_code]
+    evaluated = (row >= 0) & in_catalog
 
-    def matrix(frame: pd.DataFrame) -> sp.csr_matrix:
-        frame = frame[frame["user_id"].isin(user_position.index) & frame["item_id"].isin(item_position.index)]
-        rows = user_position[frame["user_id"]].to_numpy()
-        cols = item_position[frame["item_id"]].to_numpy()
-        m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids)))
+    def matrix(kept: np.ndarray) -> sp.csr_matrix:
+        kept = kept & evaluated
+        m = sp.csr_matrix((np.ones(int(kept.sum()), np.float32), (row[kept], item_code[kept])),
+                          shape=(len(user_ids), len(item_ids)))
         m.data[:] = 1.0  # duplicates collapse to binary
         return m
 
-    return RankingTask(list(user_ids), list(item_ids), matrix(history), matrix(heldout), history)
+    return RankingTask(list(user_ids), list(item_ids), matrix(in_history), matrix(is_heldout), history)
 
 
-def ranking_metrics(score: ScoreFunction, task: RankingTask, k: int = 10, batch_users: int = 1024) -> dict[str, float]:
-    """recall@k, capped recall@k, NDCG@k and coverage@k of a score function on a task."""
+def ranking_metrics(score: ScoreFunction, task: RankingTask, k: int = 10,
+                    batch_bytes: int = SCORE_BATCH_BYTES) -> dict[str, float]:
+    """recall@k, capped recall@k, NDCG@k and coverage@k of a score function on a task.
+
+    Users are scored in batches of about `batch_bytes` of float32 scores. Hits are looked up
+    among the held-out (user, item) codes, sorted once, rather than in a dense copy of each batch.
+    """
     n_users, n_items = task.heldout.shape
     if n_users == 0:
         raise ValueError("the ranking task has no users with held-out positives")
+    heldout = task.heldout.tocsr(copy=True)
+    heldout.sum_duplicates()
+    heldout.eliminate_zeros()
+    n_heldout = np.diff(heldout.indptr).astype(np.int64)  # [n_users]
+    heldout_codes = np.sort(np.repeat(np.arange(n_users, dtype=np.int64), n_heldout) * n_items + heldout.indices)
     recall, capped, ndcg = np.zeros(n_users), np.zeros(n_users), np.zeros(n_users)
     recommended = np.zeros(n_items, bool)
     discounts = 1.0 / np.log2(np.arange(2, k + 2))  # [k]
+    batch_users = max(1, batch_bytes // (4 * n_items))
     for start in range(0, n_users, batch_users):
         rows = np.arange(start, min(start + batch_users, n_users))
-        scores = np.asarray(score(rows), dtype=np.float32).copy()  # [b, n_items]
-        seen = task.seen[rows]
-        scores[seen.nonzero()] = -np.inf
+        scores = np.asarray(score(rows), dtype=np.float32)  # [b, n_items]
+        if scores.base is not None or not scores.flags.writeable:  # the scorer's own memory, or a view of it
+            scores = scores.copy()
+        scores[task.seen[rows].nonzero()] = -np.inf
         top = torch.topk(torch.from_numpy(scores), min(k, n_items), dim=1).indices.numpy()  # [b, k]
-        heldout = task.heldout[rows]
-        hits = np.take_along_axis(heldout.toarray(), top, axis=1) > 0  # [b, k]
-        n_heldout = np.asarray(heldout.sum(axis=1)).ravel().astype(np.int64)
-        recall[rows] = hits.sum(1) / n_heldout
-        capped[rows] = hits.sum(1) / np.minimum(k, n_heldout)
-        ideal = np.cumsum(discounts)[np.minimum(k, n_heldout) - 1]
+        del scores
+        codes = rows[:, None] * n_items + top  # [b, k]
+        found = np.minimum(np.searchsorted(heldout_codes, codes), max(len(heldout_codes) - 1, 0))
+        hits = heldout_codes[found] == codes if len(heldout_codes) else np.zeros(codes.shape, bool)  # [b, k]
+        batch_heldout = n_heldout[rows]
+        recall[rows] = hits.sum(1) / batch_heldout
+        capped[rows] = hits.sum(1) / np.minimum(k, batch_heldout)
+        ideal = np.cumsum(discounts)[np.minimum(k, batch_heldout) - 1]
         ndcg[rows] = (hits * discounts[: hits.shape[1]]).sum(1) / ideal
         recommended[top.ravel()] = True
     return {
@@ -165,12 +203,15 @@ class EASE:
         active, restriction = ease_items(train_matrix, max_items)
         if gram is None:
             gram = _gram(train_matrix, active)
-        g = torch.from_numpy(gram).to(torch.float32)
+        g = torch.from_numpy(gram).to(torch.float32, copy=True)  # the caller's Gram matrix serves every lambda
         g.diagonal().add_(regularization)
-        p = torch.cholesky_inverse(torch.linalg.cholesky(g))  # X'X + lambda I is symmetric positive definite
-        b = p / (-p.diagonal())
-        b.fill_diagonal_(0.0)
-        return cls(b.numpy(), active, regularization, restriction)
+        factor = torch.linalg.cholesky(g)  # X'X + lambda I is symmetric positive definite
+        del g  # at most three n x n matrices alive at once
+        p = torch.cholesky_inverse(factor)
+        del factor
+        p.div_(-p.diagonal())
+        p.fill_diagonal_(0.0)
+        return cls(p.numpy(), active, regularization, restriction)
 
     def scorer(self, task: RankingTask) -> ScoreFunction:
         history = task.seen[:, self.active_items].tocsr()
@@ -199,20 +240,24 @@ def ease_items(train_matrix: sp.csr_matrix, max_items: int) -> tuple[np.ndarray,
 
 def _gram(train_matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
     x = train_matrix[:, items]
-    return (x.T @ x).toarray().astype(np.float32)
+    return (x.T @ x).toarray().astype(np.float32, copy=False)
 
 
 def tune_ease(train: pd.DataFrame, validation_task: RankingTask, k: int = 10,
-              lambdas: tuple[float, ...] = EASE_LAMBDAS, max_items: int = EASE_MAX_ITEMS) -> tuple[EASE, dict[float, float]]:
-    """Fits EASE on train positives for each lambda; keeps the best validation recall@k."""
+              lambdas: tuple[float, ...] = EASE_LAMBDAS, max_items: int = EASE_MAX_ITEMS,
+              progress: Progress | None = None) -> tuple[EASE, dict[float, float]]:
+    """Fits EASE on train positives for each lambda (each reported to `progress`); keeps the best validation recall@k."""
     matrix = interaction_matrix(train, validation_task.item_ids)
     gram = _gram(matrix, ease_items(matrix, max_items)[0])
+    progress = (progress or Progress("EASE", unit="lambdas")).start(len(lambdas))
     best, recalls = None, {}
     for lam in lambdas:
         model = EASE.fit(matrix, lam, max_items, gram)
         recalls[lam] = ranking_metrics(model.scorer(validation_task), validation_task, k)[f"recall_at_{k}"]
         if best is None or recalls[lam] > recalls[best.regularization]:
             best = model
+        progress.advance(1, note=f"lambda {lam:g}: validation recall {recalls[lam]:.4f}")
+    progress.finish()
     return best, recalls
 
 
@@ -248,8 +293,8 @@ class ALS:
 
 
 def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, trials: int = ALS_TRIALS,
-             seed: int = 0) -> tuple[ALS, list[dict[str, float]]]:
-    """Fits ALS on train positives `trials` times (seeded TPE); keeps the best validation recall@k.
+             seed: int = 0, progress: Progress | None = None) -> tuple[ALS, list[dict[str, float]]]:
+    """Fits ALS on train positives `trials` times (seeded TPE, each reported to `progress`); keeps the best validation recall@k.
 
     Returns the best model (already fit on train, so it is scored on test as is) and every trial's
     parameters and validation recall.
@@ -262,6 +307,7 @@ def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, tri
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, trials // 3), multivariate=True)
     study = optuna.create_study(direction="maximize", sampler=sampler)
     best: dict = {}
+    progress = (progress or Progress("ALS", unit="trials")).start(trials)
 
     # Regularization is searched relative to alpha: alpha scales every observed term of the loss, so
     # reg / alpha sets the effective strength and the two axes stay nearly independent, which
@@ -275,9 +321,11 @@ def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, tri
         recall = ranking_metrics(model.scorer(validation_task), validation_task, k)[f"recall_at_{k}"]
         if not best or recall > best["recall"]:
             best.update(model=model, recall=recall)
+        progress.advance(1, note=f"validation recall {recall:.4f} (best {best['recall']:.4f})")
         return recall
 
     study.optimize(objective, n_trials=trials)
+    progress.finish()
     history = [{**t.params, f"validation_recall_at_{k}": t.value} for t in study.trials]
     return best["model"], history
 
@@ -321,59 +369,50 @@ def two_tower_scorer(encoder, users: pd.DataFrame, items: pd.DataFrame, task: Ra
     return lambda rows: user_vectors[rows] @ item_vectors.T
 
 
-def _two_tower_and_popularity(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
-                              item_text_embeddings, user_text_embeddings, item_clip_embeddings, k: int):
-    """(train rows, test task, {"two_tower": metrics, "popularity": metrics}) on the test split."""
-    train = splits[splits["split"] == "train"]
-    test = build_ranking_task(splits, items["item_id"].astype(str).tolist(), "test")
-    results = {
-        "two_tower": ranking_metrics(two_tower_scorer(encoder, users, items, test, item_text_embeddings,
-                                                      user_text_embeddings, item_clip_embeddings), test, k),
-        "popularity": ranking_metrics(popularity_scorer(train, test), test, k),
+def test_split_scores(encoder, data: DataBundle, k: int = 10) -> dict[str, dict[str, float]]:
+    """{"two_tower": metrics, "popularity": metrics} on the test split: the release gate's scoring pass, which the
+    full comparison reuses rather than scoring the same model twice."""
+    test = build_ranking_task(data.interaction_splits, data.items["item_id"].astype(str).tolist(), "test")
+    return {
+        "two_tower": ranking_metrics(two_tower_scorer(encoder, data.users, data.items, test, **data.embeddings()), test, k),
+        "popularity": ranking_metrics(popularity_scorer(data.split("train"), test), test, k),
     }
-    return train, test, results
 
 
-def compare_with_baselines(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
-                           item_text_embeddings: pd.DataFrame | None = None,
-                           user_text_embeddings: pd.DataFrame | None = None,
-                           item_clip_embeddings: pd.DataFrame | None = None,
-                           oracle=None, k: int = 10, ease_lambdas: tuple[float, ...] = EASE_LAMBDAS,
-                           ease_max_items: int = EASE_MAX_ITEMS, als_trials: int = ALS_TRIALS,
-                           seed: int = 0) -> dict[str, dict[str, float | str]]:
+def compare_with_baselines(encoder, data: DataBundle, oracle=None, k: int = 10,
+                           ease_lambdas: tuple[float, ...] = EASE_LAMBDAS, ease_max_items: int = EASE_MAX_ITEMS,
+                           als_trials: int = ALS_TRIALS, seed: int = 0,
+                           test_scores: dict[str, dict[str, float]] | None = None,
+                           progress: Progress | None = None) -> dict[str, dict[str, float | str]]:
     """Test-split metrics of the two-tower, popularity, EASE and ALS (tuned on validation) and the oracle.
 
     All models learn from the train split only and rank from the same train + validation
     history, so the comparison is like for like. Besides metrics, "ease" holds its lambda, item
     count and (when restricted) `ease_restriction`, the reason; "als" holds its chosen
-    hyperparameters, its trial count and its tuning seconds.
+    hyperparameters, its trial count and its tuning seconds. EASE and ALS are tuned on at most
+    `VALIDATION_USERS` validation users (seeded by `seed`). `test_scores`: the two-tower's and
+    popularity's scores when `test_split_scores` already computed them (the release gate's). `progress`
+    reports the EASE lambdas and the ALS trials as each finishes.
     """
-    train, test, results = _two_tower_and_popularity(encoder, users, items, splits, item_text_embeddings,
-                                                     user_text_embeddings, item_clip_embeddings, k)
-    validation = build_ranking_task(splits, items["item_id"].astype(str).tolist(), "validation")
-    ease, _ = tune_ease(train, validation, k, ease_lambdas, ease_max_items)  # the recall per lambda is in tune_ease's result
+    progress = progress or Progress("model_evaluation")
+    results = dict(test_scores or test_split_scores(encoder, data, k))
+    item_ids = data.items["item_id"].astype(str).tolist()
+    train = data.split("train")
+    test = build_ranking_task(data.interaction_splits, item_ids, "test")
+    validation = build_ranking_task(data.interaction_splits, item_ids, "validation", VALIDATION_USERS, seed)
+    ease, _ = tune_ease(train, validation, k, ease_lambdas, ease_max_items,  # the recall per lambda is in tune_ease's result
+                        progress.stage("EASE", unit="lambdas"))
     results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {
         "ease_lambda": ease.regularization, "ease_items": float(len(ease.active_items))}
     if ease.restriction is not None:
+        log.warning("EASE: %s", ease.restriction)
         results["ease"]["ease_restriction"] = ease.restriction
     started = time.perf_counter()
-    als, trials = tune_als(train, validation, k, als_trials, seed)
+    als, trials = tune_als(train, validation, k, als_trials, seed, progress.stage("ALS", unit="trials"))
     tuning_seconds = time.perf_counter() - started
+    log.info("ALS: %d trials in %.1f s, chosen %s", len(trials), tuning_seconds, als.params)
     results["als"] = ranking_metrics(als.scorer(test), test, k) | als.params | {
         "als_trials": float(len(trials)), "als_tuning_s": tuning_seconds}
     if oracle is not None:
         results["oracle"] = ranking_metrics(oracle_scorer(oracle, test), test, k)
     return results
-
-
-def popularity_gate(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
-                    item_text_embeddings: pd.DataFrame | None = None, user_text_embeddings: pd.DataFrame | None = None,
-                    item_clip_embeddings: pd.DataFrame | None = None, k: int = 10) -> dict[str, float]:
-    """Test recall@k of a trained encoder and of popularity; `passed` = 1.0 when the model is strictly better.
-
-    The release gate: a model that cannot beat "recommend the bestsellers" must not be served.
-    """
-    _, _, results = _two_tower_and_popularity(encoder, users, items, splits, item_text_embeddings,
-                                              user_text_embeddings, item_clip_embeddings, k)
-    model, popularity = results["two_tower"][f"recall_at_{k}"], results["popularity"][f"recall_at_{k}"]
-    return {f"two_tower_recall_at_{k}": model, f"popularity_recall_at_{k}": popularity, "passed": float(model > popularity)}

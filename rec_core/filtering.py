@@ -10,8 +10,12 @@ Why masks: a serving request evaluates the rules on a few hundred candidate rows
 `ItemAttributes` (columns turned into arrays once, at load), so filtering costs microseconds and
 never touches pandas. `apply_filters` runs the same rules on a recommendations DataFrame.
 For the offline top-k of every user, a per-user rule that only drops a few items per user
-(`ExcludeInteracted`) also lists them as (user, row) pairs, `excluded_rows`, which the batched
-index search skips directly.
+(`ExcludeInteracted`) also lists them as (user, row) pairs (`ListsExcludedRows`), which the
+batched index search skips directly.
+
+A new rule needs no change here: a class with `name`, `per_user` and `keep` (the `FilterRule`
+protocol) can be passed in `filters=` as an object, and `register_filter_rule(name, factory)`
+makes `{"rule": name, ...}` build it in dict specs, the HTTP service's included.
 """
 
 from __future__ import annotations
@@ -21,15 +25,15 @@ import itertools
 import math
 import numbers
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Iterable, Mapping, Protocol, Sequence
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from rec_core.data.schema import split_pipe
-
 
 BULK_LOOKUP_MIN = 4096
 """From this many ids on, `ItemAttributes.rows_of` looks them up in one pandas hash-table call, not id by id."""
@@ -164,12 +168,31 @@ def _require_number(rule: str, option: str, value, optional: bool = False) -> No
         raise FilterError(f"{rule}: {option} must be a number, got {value!r}")
 
 
+@runtime_checkable
 class FilterRule(Protocol):
+    """What every rule is, built in or written by a user: any class with these three members.
+
+    `keep` sees candidate rows, not whole tables, so it must answer from `items` (columns as
+    arrays, `ItemAttributes`) and the optional profile with array operations. A rule whose
+    answer depends on the user sets `per_user`, so the batched top-k evaluates it per user
+    rather than once for the catalog. Subclassing `FilterRule` is optional.
+    """
+
     name: ClassVar[str]  # the rule's name in dict specs and messages
     per_user: ClassVar[bool]  # True when the result depends on the user profile, not only on the item
 
     def keep(self, items: ItemAttributes, rows: np.ndarray, profile: UserProfile | None) -> np.ndarray:
         """[len(rows)] bool: which of the candidate rows this rule lets through."""
+
+
+@runtime_checkable
+class ListsExcludedRows(Protocol):
+    """A per-user rule that can list what it drops for a block of users, so the batched top-k skips
+    those (user, row) pairs inside one index search instead of serving each user alone."""
+
+    def excluded_rows(self, items: ItemAttributes,
+                      profiles: Sequence[UserProfile | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(user positions in `profiles`, catalog rows): two int64 arrays of equal length."""
 
 
 @dataclass(frozen=True)
@@ -296,14 +319,29 @@ class MinRating:
         return keep
 
 
-RULES: dict[str, type] = {
-    "available": Available,
-    "exclude_interacted": ExcludeInteracted,
-    "category": CategoryFilter,
-    "price_range": PriceRange,
-    "min_rating": MinRating,
-}
-"""Rule names usable in dict specs: `{"rule": NAME, **options}`."""
+RULES: dict[str, Callable[..., FilterRule]] = {}
+"""Rule names usable in dict specs, `{"rule": NAME, **options}`, and the factory each calls with the options;
+filled by `register_filter_rule`."""
+
+
+def register_filter_rule(name: str, factory: Callable[..., FilterRule]) -> None:
+    """Makes `{"rule": name, **options}` build `factory(**options)` wherever filters are given as dicts:
+    `Recommender` methods, `apply_filters` and the HTTP service's `filters` parameter.
+
+    Registering a name again with another factory is refused, so two packages cannot silently
+    replace each other's rule (or a built-in one).
+    """
+    if not isinstance(name, str) or not name:
+        raise FilterError(f"a filter rule name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise FilterError(f"filter rule '{name}': the factory must be callable, got {type(factory).__name__}")
+    if RULES.get(name, factory) is not factory:
+        raise FilterError(f"filter rule '{name}' is already registered to {RULES[name]!r}")
+    RULES[name] = factory
+
+
+for _rule in (Available, ExcludeInteracted, CategoryFilter, PriceRange, MinRating):
+    register_filter_rule(_rule.name, _rule)
 
 
 def parse_filters(specs: Sequence[FilterRule | Mapping] | None) -> list[FilterRule]:
@@ -311,24 +349,29 @@ def parse_filters(specs: Sequence[FilterRule | Mapping] | None) -> list[FilterRu
     rules: list[FilterRule] = []
     for spec in specs or ():
         if not isinstance(spec, Mapping):
-            if not hasattr(spec, "keep"):
-                raise FilterError(f"not a filter rule: {spec!r}")
+            if not isinstance(spec, FilterRule):
+                raise FilterError(f"not a filter rule (a FilterRule has name, per_user and keep): {spec!r}")
             rules.append(spec)
             continue
         options = dict(spec)
         name = options.pop("rule", None)
         if name not in RULES:
-            raise FilterError(f"unknown filter rule {name!r}; known rules: {', '.join(RULES)}")
-        for key in ("include", "exclude", "interaction_types"):
+            raise FilterError(f"unknown filter rule {name!r}; known rules: {', '.join(RULES)} "
+                              "(others are added with rec_core.filtering.register_filter_rule)")
+        for key in ("include", "exclude", "interaction_types"):  # built-in options that JSON writes as lists
             if isinstance(options.get(key), (list, str)):
                 value = options[key]
                 options[key] = (value,) if isinstance(value, str) else tuple(value)
         if "out_of_stock" in options:
             options["out_of_stock"] = frozenset(map(str, options["out_of_stock"]))
         try:
-            rules.append(RULES[name](**options))
+            rule = RULES[name](**options)
         except TypeError as exc:
             raise FilterError(f"filter rule '{name}': {exc}") from None
+        if not isinstance(rule, FilterRule):
+            raise FilterError(f"filter rule '{name}': its factory returned {type(rule).__name__}, not a FilterRule "
+                              "(name, per_user and keep)")
+        rules.append(rule)
     return rules
 
 

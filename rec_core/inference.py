@@ -11,21 +11,15 @@ and JSON, so loading never unpickles:
 from __future__ import annotations
 
 import json
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_model
 
+from rec_core.data.paths import MODEL_CONFIG, MODEL_WEIGHTS, PREPROCESSING
 from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, UserFeatures
-
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_CONFIG = "model_config.json"
-PREPROCESSING = "preprocessing.json"
-METRICS = "metrics.json"
 
 
 def item_inputs(features: ItemFeatures, rows: torch.Tensor, device: str | torch.device) -> dict[str, torch.Tensor | None]:
@@ -91,28 +85,20 @@ class TwoTowerEncoder:
     def load(cls, model_dir, device: str = "cpu") -> "TwoTowerEncoder":
         """Reads model.safetensors + model_config.json + preprocessing.json (no pickle).
 
-        `model_dir` may be on object storage (`s3://...`): the three files are fetched to a
+        `model_dir` may be on object storage (`s3://...`): the three files are then fetched to a
         temporary local folder first, since safetensors maps weights from a local file.
         """
         from rec_core import storage
 
-        location = storage.as_path(model_dir)
-        missing = [name for name in (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING) if not (location / name).is_file()]
+        files = (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING)
+        missing = [name for name in files if not (storage.as_path(model_dir) / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{model_dir}: not a two-tower artifact, missing {', '.join(missing)}")
-        if not storage.is_remote(model_dir):
-            return cls._load_local(Path(location), device)
-        with tempfile.TemporaryDirectory() as local:
-            for name in (MODEL_WEIGHTS, MODEL_CONFIG, PREPROCESSING):
-                (Path(local) / name).write_bytes((location / name).read_bytes())
-            return cls._load_local(Path(local), device)
-
-    @classmethod
-    def _load_local(cls, model_dir: Path, device: str) -> "TwoTowerEncoder":
-        config = TwoTowerConfig(**json.loads((model_dir / MODEL_CONFIG).read_text()))
-        model = TwoTower(config)
-        load_model(model, str(model_dir / MODEL_WEIGHTS), strict=True, device="cpu")
-        return cls(model, FittedPreprocessing.load(model_dir / PREPROCESSING), device)
+        with storage.local_copy(model_dir, files) as local:
+            config = TwoTowerConfig(**json.loads((local / MODEL_CONFIG).read_text()))
+            model = TwoTower(config)
+            load_model(model, str(local / MODEL_WEIGHTS), strict=True, device="cpu")
+            return cls(model, FittedPreprocessing.load(local / PREPROCESSING), device)
 
     @property
     def dim(self) -> int:

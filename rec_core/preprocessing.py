@@ -78,7 +78,7 @@ class UserFeatures:
 
 @dataclass
 class FittedPreprocessing:
-    """Everything learned from training data that serving needs to build tower inputs."""
+    """Everything learned from training data that serving needs to build tower inputs (`data_preprocess` fits it)."""
 
     config: PreprocessingConfig
     item_ids: list[str]  # the item-id vocabulary; item_ids[k] has embedding row k + 1
@@ -118,51 +118,6 @@ class FittedPreprocessing:
     def n_category_nodes(self) -> int:
         return len(self.category_nodes)
 
-    # ---- fitting ------------------------------------------------------------------------
-    @classmethod
-    def fit(
-        cls,
-        users: pd.DataFrame,
-        items: pd.DataFrame,
-        train_interactions: pd.DataFrame,
-        item_text_embeddings: pd.DataFrame | None = None,
-        user_text_embeddings: pd.DataFrame | None = None,
-        item_clip_embeddings: pd.DataFrame | None = None,
-        config: PreprocessingConfig | None = None,
-    ) -> "FittedPreprocessing":
-        config = config or PreprocessingConfig()
-        positives = positive_interactions(train_interactions)
-        counts = positives["item_id"].astype(str).value_counts()
-        item_ids = sorted(counts.index[counts >= config.min_item_interactions])
-        levels = _category_levels(items["category"], config.category_levels)
-        category_vocabularies = [sorted(set(level.dropna())) for level in levels]
-        nodes = set(n for path in items["category"] for n in split_pipe(path))
-        nodes |= set(n for prefs in users["preferences"] for n in split_pipe(prefs))
-        times = _unix_seconds(positives["timestamp"]) if len(positives) else _unix_seconds(items["arrival_date"])
-        reference_time_s = float(times.max()) if len(times) and np.isfinite(times.max()) else 0.0
-        # statistics from finite values only: one infinite price must not blank the column for every item
-        item_numeric = _finite_or_nan(_item_numerical_raw(items, reference_time_s))
-        user_numeric = _finite_or_nan(_user_numerical_raw(users))
-        fitted = cls(
-            config=config,
-            item_ids=item_ids,
-            category_vocabularies=category_vocabularies,
-            category_nodes=sorted(nodes),
-            gender_vocabulary=sorted(set(users["gender"].dropna().astype(str))),
-            item_numerical_mean=np.nanmean(item_numeric, axis=0).tolist() if len(items) else [0.0] * item_numeric.shape[1],
-            item_numerical_std=_safe_std(item_numeric),
-            user_numerical_mean=np.nanmean(user_numeric, axis=0).tolist() if len(users) else [0.0] * user_numeric.shape[1],
-            user_numerical_std=_safe_std(user_numeric),
-            item_text_dim=2 * _embedding_dim(item_text_embeddings, "name_embedding"),
-            item_image_dim=_embedding_dim(item_clip_embeddings, "clip_embedding"),
-            user_text_dim=_embedding_dim(user_text_embeddings, "preferences_embedding"),
-            user_ids=sorted(positives["user_id"].astype(str).unique()),
-            reference_time_s=reference_time_s,
-        )
-        fitted.item_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.item_numerical_mean]
-        fitted.user_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.user_numerical_mean]
-        return fitted
-
     # ---- transforms ---------------------------------------------------------------------
     def item_id_index(self, item_ids) -> np.ndarray:
         """Rows in the item-id embedding table (0 for items outside the vocabulary)."""
@@ -186,7 +141,7 @@ class FittedPreprocessing:
         numerical = _standardize(_item_numerical_raw(items, self.reference_time_s), self.item_numerical_mean, self.item_numerical_std)
         levels = _category_levels(items["category"], self.config.category_levels)
         categorical = np.stack(
-            [_encode(level, self._lookup(f"level{j}", vocab)) for j, (level, vocab) in enumerate(zip(levels, self.category_vocabularies))],
+            [_encode(level, self._lookup(f"level{j}", vocab)) for j, (level, vocab) in enumerate(zip(levels, self.category_vocabularies, strict=True))],
             axis=1,
         ) if levels else np.zeros((len(items), 0), np.int64)
         tokens = self._encode_nodes(items["category"])
@@ -260,7 +215,7 @@ class FittedPreprocessing:
         return json.dumps(state, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "FittedPreprocessing":
+    def from_json(cls, text: str) -> FittedPreprocessing:
         state = json.loads(text)
         if state.get("version") != PREPROCESSING_VERSION:
             raise ValueError(f"preprocessing version {state.get('version')} is not supported (expected {PREPROCESSING_VERSION})")
@@ -274,7 +229,7 @@ class FittedPreprocessing:
         write_bytes(self.to_json().encode(), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "FittedPreprocessing":
+    def load(cls, path: str | Path) -> FittedPreprocessing:
         return cls.from_json(Path(path).read_text())
 
     # ---- helpers ------------------------------------------------------------------------
@@ -307,10 +262,43 @@ def data_preprocess(
     item_clip_embeddings: pd.DataFrame | None = None,
     config: PreprocessingConfig | None = None,
 ) -> tuple[FittedPreprocessing, UserFeatures, ItemFeatures]:
-    """Fits preprocessing on training data and transforms every user and item once."""
-    fitted = FittedPreprocessing.fit(
-        users, items, train_interactions, item_text_embeddings, user_text_embeddings, item_clip_embeddings, config
+    """Fits preprocessing on training data and transforms every user and item once.
+
+    Vocabularies, scalers and the reference time are learned from `train_interactions` only, so no
+    validation or test interaction leaks into the features. The embedding tables give the fitted state
+    their widths (an absent or empty table: the towers get no such input).
+    """
+    config = config or PreprocessingConfig()
+    positives = positive_interactions(train_interactions)
+    counts = positives["item_id"].astype(str).value_counts()
+    item_ids = sorted(counts.index[counts >= config.min_item_interactions])
+    levels = _category_levels(items["category"], config.category_levels)
+    category_vocabularies = [sorted(set(level.dropna())) for level in levels]
+    nodes = set(n for path in items["category"] for n in split_pipe(path))
+    nodes |= set(n for prefs in users["preferences"] for n in split_pipe(prefs))
+    times = _unix_seconds(positives["timestamp"]) if len(positives) else _unix_seconds(items["arrival_date"])
+    reference_time_s = float(times.max()) if len(times) and np.isfinite(times.max()) else 0.0
+    # statistics from finite values only: one infinite price must not blank the column for every item
+    item_numeric = _finite_or_nan(_item_numerical_raw(items, reference_time_s))
+    user_numeric = _finite_or_nan(_user_numerical_raw(users))
+    fitted = FittedPreprocessing(
+        config=config,
+        item_ids=item_ids,
+        category_vocabularies=category_vocabularies,
+        category_nodes=sorted(nodes),
+        gender_vocabulary=sorted(set(users["gender"].dropna().astype(str))),
+        item_numerical_mean=np.nanmean(item_numeric, axis=0).tolist() if len(items) else [0.0] * item_numeric.shape[1],
+        item_numerical_std=_safe_std(item_numeric),
+        user_numerical_mean=np.nanmean(user_numeric, axis=0).tolist() if len(users) else [0.0] * user_numeric.shape[1],
+        user_numerical_std=_safe_std(user_numeric),
+        item_text_dim=2 * _embedding_dim(item_text_embeddings, "name_embedding"),
+        item_image_dim=_embedding_dim(item_clip_embeddings, "clip_embedding"),
+        user_text_dim=_embedding_dim(user_text_embeddings, "preferences_embedding"),
+        user_ids=sorted(positives["user_id"].astype(str).unique()),
+        reference_time_s=reference_time_s,
     )
+    fitted.item_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.item_numerical_mean]
+    fitted.user_numerical_mean = [v if math.isfinite(v) else 0.0 for v in fitted.user_numerical_mean]
     return (
         fitted,
         fitted.transform_users(users, user_text_embeddings),

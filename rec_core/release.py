@@ -29,23 +29,18 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import uuid
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
-from rec_core.storage import as_path, atomic_directory, is_remote, write_bytes
+from rec_core.data.paths import ITEM_INDEX_DIR, MODEL_DIR, MODEL_WEIGHTS, RELEASES_DIR, TABLE_SUFFIX, table_file
+from rec_core.storage import as_path, exclusive_lock, publish_files, remove, write_bytes
 
 log = logging.getLogger(__name__)
 
-ITEM_INDEX_DIR = "item_index"
-MODEL_DIR = "two_tower_model"
-MODEL_WEIGHTS = "model.safetensors"
-RELEASES_DIR = "releases"
 CURRENT = "current.json"
 HISTORY = "history"
 STORE = "store"
@@ -102,7 +97,7 @@ def artifact_paths(root: str | os.PathLike, manifest: Mapping | None) -> dict:
     has no release (written by hand or before releases existed) the working copies under `root`."""
     base = as_path(root)
     if manifest is None:
-        return {**{name: base / f"{name}.parquet" for name in SERVED_TABLES},
+        return {**{name: base / table_file(name) for name in SERVED_TABLES},
                 MODEL_DIR: base / MODEL_DIR, ITEM_INDEX_DIR: base / ITEM_INDEX_DIR}
     return {name: base / relative for name, relative in manifest["artifacts"].items()}
 
@@ -143,13 +138,13 @@ def publish_release(root: str | os.PathLike, code_versions: Mapping[str, str] | 
     with _lock(base):
         artifacts: dict[str, str] = {}
         for name, required in SERVED_TABLES.items():
-            source = base / f"{name}.parquet"
+            source = base / table_file(name)
             if not source.exists():
                 if required:
                     raise ReleaseError(f"{source}: missing; materialize the '{name}' asset first")
                 continue
             data = source.read_bytes()
-            artifacts[name] = _store_file(base, name, f"{_digest(data)}.parquet", data)
+            artifacts[name] = _store_file(base, name, table_file(_digest(data)), data)
         version = None
         if (base / MODEL_DIR / MODEL_WEIGHTS).exists():
             version, files = _read_model(base / MODEL_DIR)
@@ -228,7 +223,7 @@ def prune(root: str | os.PathLike, keep: int = DEFAULT_KEEP, _locked: bool = Fal
                 if entry.name.startswith("."):
                     continue  # a copy in progress (local staging)
                 if f"{RELEASES_DIR}/{STORE}/{artifact.name}/{entry.name}" not in named:
-                    _remove(entry)
+                    remove(entry)
     return dropped
 
 
@@ -282,7 +277,7 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
             columns = pq.read_schema(fh).names
         if "model_version" not in columns:
             if version is not None:
-                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version missing, so its vectors "
+                raise ReleaseError(f"{base / table_file(name)}: column model_version missing, so its vectors "
                                    f"cannot be tied to model {version}; rematerialize {name}")
             continue
         with path.open("rb") as fh:
@@ -290,7 +285,7 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
         if version is not None:
             bad = len(values) - int(pc.sum(pc.equal(values, version)).as_py() or 0)
             if bad:
-                raise ReleaseError(f"{base / f'{name}.parquet'}: column model_version: {bad} of {len(values)} rows "
+                raise ReleaseError(f"{base / table_file(name)}: column model_version: {bad} of {len(values)} rows "
                                    f"come from another model than two_tower_model ({version}); rematerialize {name}")
         found[name] = set(values.to_pylist())
     if version is not None:
@@ -301,7 +296,7 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
     if len(named) > 1:
         raise ReleaseError(f"{base}: the vector tables name {len(named)} different models "
                            f"({', '.join(sorted(map(str, named)))})")
-    return "vectors-" + artifacts["user_embeddings"].rsplit("/", 1)[-1].removesuffix(".parquet")
+    return "vectors-" + artifacts["user_embeddings"].rsplit("/", 1)[-1].removesuffix(TABLE_SUFFIX)
 
 
 def _read_model(directory) -> tuple[str, dict[str, bytes]]:
@@ -340,13 +335,7 @@ def _store_directory(base, artifact: str, version: str, files: Mapping[str, byte
     target = base / relative
     if target.exists() and all((target / name).exists() for name in files):
         return relative
-    if is_remote(str(base)):
-        for name, data in files.items():
-            write_bytes(data, target / name)
-    else:
-        with atomic_directory(target) as staging:
-            for name, data in files.items():
-                (staging / name).write_bytes(data)
+    publish_files(target, files)
     return relative
 
 
@@ -358,69 +347,14 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _remove(path) -> None:
-    if is_remote(str(path)):
-        path.fs.rm(path.path, recursive=True)
-    elif path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-@contextlib.contextmanager
-def _lock(base) -> Iterator[None]:
-    """One publisher, rollback or prune at a time on a local root (an exclusive lock on a file)."""
-    if is_remote(str(base)):
-        yield
-        return
-    import fcntl
-
-    directory = Path(base) / RELEASES_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-# ---- serving with an external feature source --------------------------------------------------
-class ReleaseCheckedFeatures:
-    """A feature source whose user vectors are checked against the model of the release being served.
-
-    A store such as Feast may hold vectors of another model than the released index (pushed by a
-    run whose model the gate rejected, or not yet pushed for a rollback). A vector is used only when
-    the source says it comes from the released model; otherwise the release's own vector for that
-    user, else none (the Recommender then cold-starts the user from the profile). Each fallback is
-    logged. Sources that do not report versions (no `user_vector`) are passed through unchanged.
-    """
-
-    def __init__(self, source, model_version: str, release_vectors):
-        self.source = source
-        self.model_version = model_version
-        self.release_vectors = release_vectors  # InMemoryFeatureSource of the release's user_embeddings
-
-    def user_embedding(self, user_id: str) -> np.ndarray | None:
-        if not hasattr(self.source, "user_vector"):
-            return self.source.user_embedding(user_id)
-        vector, version = self.source.user_vector(user_id)
-        if vector is not None and version == self.model_version:
-            return vector
-        fallback = self.release_vectors.user_embedding(user_id)
-        if vector is not None:
-            log.warning("user %s: the feature store's vector comes from model %s, the release serves model %s; "
-                        "using %s", user_id, version or "unknown", self.model_version,
-                        "the release's vector" if fallback is not None else "a cold start")
-        return fallback
-
-    def user_profile(self, user_id: str):
-        return self.source.user_profile(user_id)
+def _lock(base):
+    """One publisher, rollback or prune at a time on a local root (object storage has no locks)."""
+    return exclusive_lock(base / RELEASES_DIR)
 
 
 # ---- command line ----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    from rec_core.feature_store import default_artifact_root
+    from rec_core.data.paths import default_artifact_root
 
     parser = argparse.ArgumentParser(prog="python -m rec_core.release",
                                      description="List or roll back serving releases.")

@@ -34,13 +34,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
+from rec_core.data.paths import METRICS, MODEL_CONFIG, MODEL_WEIGHTS, PREPROCESSING, TRAINING_RECORD
 from rec_core.data.schema import positive_interactions
-from rec_core.evaluation import RankingTask, build_ranking_task, ranking_metrics
+from rec_core.distributed import Ranks
+from rec_core.evaluation import VALIDATION_USERS, RankingTask, build_ranking_task, ranking_metrics
 from rec_core.inference import (
-    METRICS,
-    MODEL_CONFIG,
-    MODEL_WEIGHTS,
-    PREPROCESSING,
     encode_item_features,
     encode_user_features,
     item_inputs,
@@ -69,8 +67,9 @@ class TrainingConfig:
     history_dropout: float = 0.0  # share of history items hidden per example (augmentation: robust summaries)
     patience: int = 5  # epochs without validation improvement before stopping
     eval_k: int = 10  # early stopping watches validation recall@eval_k
-    max_validation_users: int = 5000  # fixed random subset of validation users checked each epoch
+    max_validation_users: int = VALIDATION_USERS  # fixed random subset of validation users checked each epoch
     seed: int = 0
+    processes: int = 1  # data-parallel training processes (DDP ranks, `rec_core.distributed`); on GPUs one each
     model: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
 
@@ -250,7 +249,7 @@ class _Checkpoint:
         from rec_core.storage import atomic_directory
 
         with atomic_directory(self.directory) as staging:
-            save_model(model, str(staging / "model.safetensors"))
+            save_model(model, str(staging / MODEL_WEIGHTS))
             save_model(best, str(staging / "best.safetensors"))
             opt = optimizer.state_dict()
             tensors = {f"{pid}.{name}": value for pid, s in opt["state"].items() for name, value in s.items()}
@@ -265,7 +264,7 @@ class _Checkpoint:
         state = json.loads(state_file.read_text())
         if state.get("fingerprint") != self.fingerprint:
             return None  # a checkpoint of a different run: start afresh (it is overwritten after epoch 1)
-        load_model(model, str(self.directory / "model.safetensors"))
+        load_model(model, str(self.directory / MODEL_WEIGHTS))
         load_model(best, str(self.directory / "best.safetensors"))
         tensors = load_file(str(self.directory / "optimizer.safetensors"))
         opt_state: dict[int, dict] = {}
@@ -326,25 +325,28 @@ def train_two_tower(
     resumed_from_epoch = state["epoch"]
     for row in state["history"] if on_epoch is not None else ():
         on_epoch(row)  # a resumed run reports its restored epochs too, so a caller sees the same sequence
+    ranks = Ranks.current()  # rank 0 of 1 outside torch.distributed: every ranks.* hook below is the identity
+    batch_loss, batch_size = ranks.data_parallel(model, _batch_loss), ranks.batch_size(config.batch_size)
 
     bar = tqdm(total=config.max_epochs, initial=state["epoch"], desc="two-tower", unit="epoch", disable=not progress)
     while state["epoch"] < config.max_epochs and state["bad_epochs"] < config.patience:
         epoch = state["epoch"] + 1
         started = time.perf_counter()
-        torch.manual_seed(config.seed * 100_003 + epoch)  # dropout and negative sampling of this epoch
-        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)).to(device)
+        torch.manual_seed(ranks.seed(config.seed * 100_003 + epoch))  # dropout and negative sampling of this epoch
+        order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+        order = ranks.epoch_share(order).to(device)  # this rank's examples of the epoch
         model.train()
         loss_sum, batches = 0.0, 0
-        for start in range(0, n_examples, config.batch_size):
-            batch = order[start:start + config.batch_size]
-            loss = _batch_loss(model, users, items, history_table, item_log_q, example_users[batch], example_items[batch],
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            loss = batch_loss(model, users, items, history_table, item_log_q, example_users[batch], example_items[batch],
                                example_weights[batch], n_items, config, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach())
             batches += 1
-        recall = validation_recall(model, data, device, k)
+        recall = ranks.from_main(lambda: validation_recall(model, data, device, k))  # rank 0 decides for all
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(batches, 1), f"validation_recall_at_{k}": recall, "seconds": seconds})
         state["epoch"], state["seconds"], state["examples_seen"] = epoch, state["seconds"] + seconds, state["examples_seen"] + n_examples
@@ -353,7 +355,7 @@ def train_two_tower(
             best.load_state_dict(model.state_dict())
         else:
             state["bad_epochs"] += 1
-        if checkpoint is not None:
+        if checkpoint is not None and ranks.is_main:
             checkpoint.save(model, best, optimizer, state)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_sum / max(batches, 1):.3f}", **{f"val_recall@{k}": f"{recall:.4f}"})
@@ -403,7 +405,7 @@ def write_artifact(trained: TrainedTwoTower, directory, metrics: dict[str, float
         (staging / MODEL_CONFIG).write_text(json.dumps(trained.model.config.to_dict(), indent=2))
         trained.preprocessing.save(staging / PREPROCESSING)
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
-        (staging / "training.json").write_text(json.dumps(
+        (staging / TRAINING_RECORD).write_text(json.dumps(
             {"config": trained.config.to_dict(), "history": trained.history, "best_epoch": trained.best_epoch,
              "train_seconds": trained.train_seconds, "examples_seen": trained.examples_seen}, indent=2))
     return directory

@@ -27,7 +27,9 @@ from typing import Callable
 
 import optuna
 
-from rec_core.training import TrainedTwoTower, TrainingConfig, TrainingData, train_two_tower
+from rec_core.progress import Progress, progress_line
+from rec_core.distributed import train_distributed
+from rec_core.training import TrainedTwoTower, TrainingConfig, TrainingData
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +102,11 @@ def base_params(base: TrainingConfig, data: TrainingData) -> dict:
 
 def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tuning: TuningConfig | None = None,
                    device: str = "cpu", log: Callable[[str], None] | None = None,
-                   checkpoint_dir: str | Path | None = None) -> TuningResult:
+                   checkpoint_dir: str | Path | None = None, progress: Progress | None = None) -> TuningResult:
     """Searches on `data.validation`, returns the best trial's configuration and model.
+
+    `log` gets a line per finished trial; `progress` reports each trial's epochs as they finish
+    (its ETA is to `max_epochs`: early stopping usually ends sooner).
 
     With `checkpoint_dir`, each trial checkpoints every epoch under `trial-N/`. The seeded sampler
     proposes the same trials again after an interruption, so a rerun replays finished trials from
@@ -120,14 +125,17 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
     models: dict[int, tuple[TrainingConfig, TrainedTwoTower]] = {}
     base_best_epoch = [0]  # set when trial 0 (never pruned) finishes
     records: list[dict] = []
+    progress = progress or Progress("two_tower")
 
     def objective(trial: optuna.Trial) -> float:
         config, params = trial_config(trial, base, data)
         trial_started = time.perf_counter()
         recalls: list[float] = []
+        epochs = progress.stage(f"trial {trial.number}", unit="epochs").start(config.max_epochs)
 
         def report(row: dict) -> None:
             recalls.append(row[metric])
+            epochs.advance(1, note=f"validation recall {row[metric]:.4f}")
             trial.report(row[metric], row["epoch"])
             # judged only from the epoch where the base peaked: a slower start is not a worse end
             if row["epoch"] >= max(tuning.prune_warmup_epochs, base_best_epoch[0]) and trial.should_prune():
@@ -135,14 +143,16 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
 
         record = {"trial": trial.number, "params": params}
         try:
-            trained = train_two_tower(data, config, device=device, progress=False, on_epoch=report,
+            trained = train_distributed(data, config, processes=config.processes, device=device, on_epoch=report,
                                       checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")
         except optuna.TrialPruned:
+            epochs.finish(note="pruned")
             records.append(record | {"state": "pruned", "validation_recall": max(recalls), "epochs": len(recalls),
                                      "seconds": time.perf_counter() - trial_started})
             _log_trial(log, records[-1], started, tuning)
             raise
         value = max(row[metric] for row in trained.history)
+        epochs.finish(note=f"best validation recall {value:.4f} at epoch {trained.best_epoch}")
         if trial.number == 0:
             base_best_epoch[0] = trained.best_epoch
         models[trial.number] = (config, trained)
@@ -174,9 +184,9 @@ def _log_trial(log: Callable[[str], None], record: dict, started: float, tuning:
     eta = remaining * per_trial
     if tuning.timeout_s is not None:
         eta = min(eta, max(0.0, tuning.timeout_s - elapsed) + per_trial)
-    log(f"tuning: trial {done}/{tuning.trials} {record['state']}, validation recall {record['validation_recall']:.4f} after "
-        f"{record['epochs']} epochs in {record['seconds']:.1f}s; {60 * done / max(elapsed, 1e-9):.2f} trials/min, "
-        f"ETA {math.ceil(eta)}s")
+    log(progress_line("tuning", done, tuning.trials, "trials", elapsed, math.ceil(eta), per="min",
+                      note=f"trial {record['trial']} {record['state']}, validation recall {record['validation_recall']:.4f} "
+                           f"after {record['epochs']} epochs in {record['seconds']:.1f}s"))
 
 
 def trials_table(trials: list[dict]) -> str:

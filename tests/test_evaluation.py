@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from rec_core.data.bundle import DataBundle
 from rec_core.data.splits import split_interactions
 from rec_core.evaluation import (
     ALS_FACTORS,
@@ -68,6 +69,65 @@ def test_ranking_task_drops_reinteractions_and_users_without_heldout():
     assert task.seen.toarray().tolist() == [[1, 1, 0]]
 
 
+def _reference_task(frame: pd.DataFrame, item_ids: list[str], target: str) -> tuple[list, set, set]:
+    """(evaluated users, seen pairs, held-out pairs) of `build_ranking_task`, pair by pair in plain Python."""
+    positive = frame[frame["interaction_type"] != "negative_view"]
+    earlier = {"validation": {"train"}, "test": {"train", "validation"}}[target]
+    history = {(u, i) for u, i, s in zip(positive["user_id"], positive["item_id"], positive["split"]) if s in earlier}
+    heldout = {(u, i) for u, i, s in zip(positive["user_id"], positive["item_id"], positive["split"])
+               if s == target and i in set(item_ids) and (u, i) not in history}
+    users = sorted({u for u, _ in heldout})
+    seen = {(u, i) for u, i in history if u in set(users) and i in set(item_ids)}
+    return users, seen, heldout
+
+
+def _pairs(task: RankingTask, matrix: sp.csr_matrix) -> set:
+    rows, cols = matrix.nonzero()
+    return {(task.user_ids[r], task.item_ids[c]) for r, c in zip(rows, cols)}
+
+
+@pytest.mark.parametrize("target", ["validation", "test"])
+def test_ranking_task_matches_a_pair_by_pair_reference(target):
+    rng = np.random.default_rng(3)
+    n = 3000
+    frame = pd.DataFrame({
+        "user_id": [f"u{v}" for v in rng.integers(0, 150, n)],
+        "item_id": [f"i{v}" for v in rng.integers(0, 60, n)],  # i50..i59 are not in the catalog
+        "interaction_type": rng.choice(["purchase", "cart", "rate", "negative_view"], n),
+        "split": rng.choice(["train", "validation", "test"], n, p=[0.6, 0.15, 0.25]),
+        "timestamp": pd.to_datetime(np.arange(n), unit="s", utc=True),
+    })
+    item_ids = [f"i{v}" for v in range(50)][::-1]  # catalog order is not id order
+    task = build_ranking_task(frame, item_ids, target)
+    users, seen, heldout = _reference_task(frame, item_ids, target)
+    assert task.user_ids == users and 0 < len(users) < 150
+    assert _pairs(task, task.seen) == seen and _pairs(task, task.heldout) == heldout
+    assert set(task.seen.data) == set(task.heldout.data) == {1.0}
+    sample = build_ranking_task(frame, item_ids, target, max_users=40, seed=1)
+    assert len(sample.user_ids) == 40 and set(sample.user_ids) <= set(users) and sample.user_ids == sorted(sample.user_ids)
+    assert _pairs(sample, sample.heldout) == {(u, i) for u, i in heldout if u in set(sample.user_ids)}
+    assert build_ranking_task(frame, item_ids, target, max_users=40, seed=1).user_ids == sample.user_ids
+
+
+def test_metrics_do_not_depend_on_the_batch_size_and_leave_the_scorer_alone():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 50, 40
+    seen = [rng.choice(n_items, rng.integers(0, 6), replace=False).tolist() for _ in range(n_users)]
+    heldout = [rng.choice(np.setdiff1d(np.arange(n_items), s), rng.integers(1, 5), replace=False).tolist() for s in seen]
+    task = _task(seen, heldout, n_items)
+    stored = rng.random((n_users, n_items)).astype(np.float32)
+    kept = stored.copy()
+    whole = ranking_metrics(lambda rows: stored[rows[0]:rows[-1] + 1], task, k=5)  # views of the scorer's matrix
+    assert np.array_equal(stored, kept)  # seen items were masked in a copy
+    one_row = ranking_metrics(lambda rows: stored[rows], task, k=5, batch_bytes=4 * n_items)  # one user per batch
+    assert one_row == whole
+    # the dense reference: mask seen, take the top k, count held-out hits
+    masked = np.where(task.seen.toarray() > 0, -np.inf, stored)
+    top = np.argsort(-masked, axis=1, kind="stable")[:, :5]
+    hits = np.take_along_axis(task.heldout.toarray(), top, axis=1) > 0
+    assert whole["recall_at_5"] == pytest.approx(np.mean(hits.sum(1) / task.heldout.toarray().sum(1)))
+
+
 def test_ease_matches_the_closed_form():
     rng = np.random.default_rng(0)
     x = sp.csr_matrix((rng.random((40, 12)) < 0.3).astype(np.float32))
@@ -91,6 +151,16 @@ def test_ease_and_popularity_beat_chance_and_lambda_is_tuned(small_dataset):
     popularity = ranking_metrics(popularity_scorer(train, test), test)
     assert ranking_metrics(ease.scorer(test), test)["recall_at_10"] > popularity["recall_at_10"] > chance["recall_at_10"]
     assert interaction_matrix(train, item_ids).shape[1] == len(item_ids)
+
+
+def test_ease_fit_leaves_a_shared_gram_matrix_unregularized():
+    # tune_ease hands one Gram matrix to every lambda's fit: each must start from X'X, not the last lambda's
+    x = sp.csr_matrix((np.random.default_rng(0).random((40, 12)) < 0.3).astype(np.float32))
+    gram = (x.T @ x).toarray().astype(np.float32)
+    kept = gram.copy()
+    for lam in (5.0, 50.0):
+        assert np.allclose(EASE.fit(x, lam, gram=gram).weights, EASE.fit(x, lam).weights, atol=1e-6)
+    assert np.array_equal(gram, kept)
 
 
 def test_ease_above_max_items_keeps_the_most_popular_and_says_why():
@@ -242,4 +312,4 @@ def test_compare_with_baselines_needs_every_evaluated_user(model_assets):
     artifacts, inputs, _ = model_assets
     encoder = TwoTowerEncoder.load(artifacts.path("two_tower_model"))
     with pytest.raises(ValueError, match="missing from the users table"):
-        compare_with_baselines(encoder, inputs["users"].iloc[5:], inputs["items"], inputs["interaction_splits"])
+        compare_with_baselines(encoder, DataBundle(inputs["users"].iloc[5:], inputs["items"], inputs["interaction_splits"]))

@@ -225,8 +225,8 @@ def test_missing_upstream_column_or_table_is_named(tmp_path):
 
 
 def test_profiles_and_definitions_agree_with_the_schema():
-    features = fs._features_module(None)
-    assert features.HISTORY_TYPES == INTERACTION_TYPES
+    history = next(o for o in fs.load_definitions(artifact_root="/x") if o.name == "user_history")
+    assert [f.name for f in history.features] == [f"{kind}_item_ids" for kind in INTERACTION_TYPES]
     with pytest.raises(ValueError, match="unknown Feast profile 'redis'"):
         fs.feature_store_config(profile="redis")
     config = fs.feature_store_config(profile="postgres", postgres=fs.PostgresSettings(database="elsewhere", port=6543))

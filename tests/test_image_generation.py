@@ -1,11 +1,6 @@
 """Product image generation, the library side: placeholder cards and a tiny diffusers pipeline (on CPU,
 and in fp16 on CUDA where a GPU is present). No Dagster here: the media assets are in test_media_assets."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import numpy as np
 import pytest
 from PIL import Image

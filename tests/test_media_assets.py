@@ -1,10 +1,6 @@
 """The media and embedding assets: product images, text and CLIP embeddings, incremental re-runs, GPU tags."""
 
 import json
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import dagster as dg
 import numpy as np

@@ -351,7 +351,7 @@ def test_feature_store_vectors_of_another_model_are_not_scored(root, versions, t
     push(by_name["A"])
     assert source.user_vector(user_ids[0])[1] == "model-A"
     served = Recommender.load(root, feature_source=source)
-    with caplog.at_level(logging.WARNING, logger="rec_core.release"):
+    with caplog.at_level(logging.WARNING, logger="rec_core.serving.features"):
         from_feast = {u: answer(served.recommend(u, k=K)) for u in user_ids[:20]}
         assert not caplog.records
         push(by_name["B"])  # a later run pushed vectors of a model that was never released

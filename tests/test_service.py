@@ -393,6 +393,20 @@ def test_chromium_shows_history_and_recommendation_cards_with_images(service, pu
 
 
 # ---- a new release while serving -----------------------------------------------------------------
+def test_the_bench_load_generator_counts_answers_errors_and_releases(service, published):
+    """`bench service`'s `drive` (httpcore connections, one per thread): every request is sent once and
+    timed, a 404 counts as an error with its body, and each 200 is tallied under the release that answered."""
+    from rec_core.bench.service import drive
+
+    client, _ = service
+    user = active_user(published[1])
+    paths = [f"/recommendations/{user}?k=3", "/recommendations/nobody?k=3"]
+    load = drive(str(client.base_url).rstrip("/"), paths, concurrency=3, count=12)
+    assert len(load.latencies) == 12 and all(latency > 0 for latency in load.latencies) and load.seconds > 0
+    assert len(load.errors) == 6 and all(error.startswith("404: ") and "unknown user" in error for error in load.errors)
+    assert load.releases == {client.get("/release").json()["release"]["release_id"]: 6}
+
+
 def test_a_release_published_under_load_is_served_without_errors(service, published):
     """4 clients keep asking while a new release (a rebuilt index) is published; the reload loop
     (every 0.3 s here) swaps it in. No request fails, and answers come from both releases."""

@@ -45,3 +45,15 @@ def test_history_is_newest_first_and_limited(tiny_dataset):
     assert [r["item_id"] for r in recent] == mine["item_id"].head(3).tolist()
     assert recent[0]["product_name"] == tiny_dataset.items.set_index("item_id").at[recent[0]["item_id"], "product_name"]
     assert history.active_users(1) == [user] and history.recent("nobody") == []
+
+
+def test_user_recommendations_depends_on_product_images_directly():
+    """The grid in `user_recommendations`' metadata reads the product_images files, so the code location's
+    graph holds that edge itself, not only through item_clip_embeddings: Dagster then runs the images
+    first and marks the grid stale when new images are drawn."""
+    import dagster as dg
+
+    from rec_assets import defs
+
+    graph = defs.get_repository_def().asset_graph
+    assert dg.AssetKey("product_images") in graph.get(dg.AssetKey("user_recommendations")).parent_keys

@@ -1,7 +1,8 @@
 """Group `data`: users, items and interactions from one source, and their splits.
 
 The source is chosen by run config: the synthetic generator (sizes and seed) or a dataset
-path (MovieLens folder, Amazon sales CSV, Amazon review JSON lines, or a folder of parquet tables).
+path (MovieLens folder, Amazon sales CSV, Amazon review JSON lines, a folder of parquet tables,
+or any format registered with `rec_core.data.loaders.register_source_format`).
 """
 
 
@@ -13,10 +14,11 @@ import pandas as pd
 from rec_assets.metadata import counts_table, table_preview
 from rec_assets.resources import ArtifactStore
 from rec_core.data.landing import ingest, merge_landed
-from rec_core.data.loaders import load_dataset
+from rec_core.data.paths import LANDED_INTERACTIONS_DIR, SYNTHETIC_TRUTH_DIR
+from rec_core.data.sources import load_source
 from rec_core.data.splits import split_interactions
-from rec_core.data.validation import DataValidationError, check_references, conform
-from rec_core.generation.synthetic import GeneratorConfig, generate_dataset, preference_match
+from rec_core.data.validation import DataValidationError, check_references, conform, split_coverage
+from rec_core.generation.synthetic import GeneratorConfig, preference_match
 
 DATA_VERSION = "1"
 
@@ -25,14 +27,19 @@ class DatasetConfig(dg.Config):
     """Where users, items and interactions come from."""
 
     source: Literal["synthetic", "path"] = "synthetic"
-    n_users: int = 2_000          # synthetic: number of users
-    n_items: int = 5_000          # synthetic: number of items
-    n_interactions: int = 100_000  # synthetic: number of interactions
-    seed: int = 0                 # synthetic: random seed
+    n_users: int = GeneratorConfig.n_users  # synthetic: number of users
+    n_items: int = GeneratorConfig.n_items  # synthetic: number of items
+    n_interactions: int = GeneratorConfig.n_interactions  # synthetic: number of interactions
+    seed: int = GeneratorConfig.seed  # synthetic: random seed
     # path source: a MovieLens folder, an Amazon sales CSV, Amazon review JSON lines (a file, or a folder with one
     # reviews file and an optional meta_* file; see rec_core.data.amazon_reviews), or a folder of parquet tables
     path: Optional[str] = None
-    format: Literal["auto", "movielens", "amazon", "amazon-reviews", "parquet"] = "auto"
+    # auto (detected), movielens, amazon, amazon-reviews, parquet, or a registered format's name
+    format: str = "auto"
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(n_users=self.n_users, n_items=self.n_items, n_interactions=self.n_interactions,
+                               seed=self.seed)
 
 
 @dg.multi_asset(
@@ -44,39 +51,23 @@ class DatasetConfig(dg.Config):
     },
     can_subset=False,
 )
-def source_tables(context: dg.AssetExecutionContext, config: DatasetConfig, artifacts: ArtifactStore):
-    """Generates or loads the three tables together, validated before anything is written.
-
-    For synthetic data the generator's oracle (the true affinity model) is saved under
-    `synthetic_truth/` so evaluation can compare models with the best achievable ranking.
-    """
-    if config.source == "synthetic":
-        dataset = generate_dataset(GeneratorConfig(n_users=config.n_users, n_items=config.n_items,
-                                                   n_interactions=config.n_interactions, seed=config.seed))
-        users, items, interactions = dataset.users, dataset.items, dataset.interactions
-        dataset.oracle.save(artifacts.path("synthetic_truth"))
-        source = f"synthetic(seed={config.seed})"
-    else:
-        if not config.path:
-            raise DataValidationError("run config", "path", 0, "source 'path' needs a dataset path")
-        users, items, interactions = load_dataset(config.path, config.format)
-        source = config.path
-    users = conform(users, "users", f"{source} users").to_pandas()
-    items = conform(items, "items", f"{source} items").to_pandas()
-    interactions = conform(interactions, "interactions", f"{source} interactions").to_pandas()
-    check_references(interactions, users, items, source)
-    context.log.info(f"{len(users)} users, {len(items)} items, {len(interactions)} interactions from {source}")
+def source_tables(config: DatasetConfig, artifacts: ArtifactStore):
+    """Generates or loads the three tables together, validated before anything is written
+    (`rec_core.data.sources.load_source`); synthetic data's oracle goes to `synthetic_truth/`."""
+    source = load_source(config.source, config.path, config.format, config.generator_config(),
+                         truth_dir=artifacts.path(SYNTHETIC_TRUTH_DIR))
+    users, items, interactions = source.users, source.items, source.interactions
     match, random_share = preference_match(users, items, interactions)
     yield dg.Output(users, "users", metadata={
-        "rows": len(users), "source": source, "preview": table_preview(users),
+        "rows": len(users), "source": source.label, "preview": table_preview(users),
     })
     yield dg.Output(items, "items", metadata={
-        "rows": len(items), "source": source, "preview": table_preview(items),
+        "rows": len(items), "source": source.label, "preview": table_preview(items),
         "top_level_categories": counts_table(items["category"].str.split("|").str[0], "category"),
         "leaf_categories": counts_table(items["category"].str.split("|").str[-1], "leaf"),
     })
     yield dg.Output(interactions, "source_interactions", metadata={
-        "rows": len(interactions), "source": source, "preview": table_preview(interactions),
+        "rows": len(interactions), "source": source.label, "preview": table_preview(interactions),
         "interaction_types": counts_table(interactions["interaction_type"], "type"),
         "preference_match_share": float(match), "preference_match_random_share": float(random_share),
     })
@@ -92,7 +83,7 @@ class InteractionsConfig(dg.Config):
           description="All interactions: the source's plus every ingested landing file, each interaction once.")
 def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig, artifacts: ArtifactStore,
                  source_interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    landed_dir = artifacts.path("landed_interactions")
+    landed_dir = artifacts.path(LANDED_INTERACTIONS_DIR)
     if config.landing_files:
         kept = ingest(config.landing_files, landed_dir)
         context.log.info(f"ingested {len(kept)} landing file(s): {', '.join(config.landing_files)}")
@@ -105,7 +96,8 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig, 
 
 
 class SplitConfig(dg.Config):
-    """How interactions are split into train, validation and test, per user."""
+    """How interactions are split into train, validation and test, per user. The defaults are those of
+    `split_interactions` (tests/test_architecture.py holds every Dagster config to its library's defaults)."""
 
     method: Literal["time", "random"] = "time"  # time: latest held out; random: seeded per-user shuffle
     seed: int = 0
@@ -167,10 +159,6 @@ def interactions_reference_known_entities(interactions: pd.DataFrame, users: pd.
 @dg.asset_check(asset="interaction_splits", additional_ins={"interactions": dg.AssetIn("interactions")},
                 description="Train and test are present and every interaction is in exactly one split.")
 def splits_complete(interaction_splits: pd.DataFrame, interactions: pd.DataFrame) -> dg.AssetCheckResult:
-    present = set(interaction_splits["split"].unique())
-    same_rows = (len(interaction_splits) == len(interactions)
-                 and interaction_splits["interaction_id"].is_unique
-                 and set(interaction_splits["interaction_id"]) == set(interactions["interaction_id"]))
-    return dg.AssetCheckResult(passed={"train", "test"} <= present and same_rows,
-                               metadata={"splits": ", ".join(sorted(present)), "rows": len(interaction_splits),
-                                         "interactions": len(interactions), "same_interactions": same_rows})
+    coverage = split_coverage(interaction_splits, interactions)
+    return dg.AssetCheckResult(passed=coverage.pop("complete"),
+                               metadata={**coverage, "splits": ", ".join(coverage["splits"])})

@@ -3,23 +3,23 @@
 Each asset reads its own previous table from the artifact root and re-encodes only rows whose
 input or model changed (`rec_core.embeddings`); vectors are stored as fixed-size float32 lists.
 While encoding, each saves its progress under `<root>/checkpoints/<asset>`, so a killed run's
-work is reused by the next one.
+work is reused by the next one, and logs the rows done, their rate and an ETA to the run log.
 """
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.resources import ArtifactStore, ClipEncoderResource, DeviceResource, TextEncoderResource
+from rec_core.data.paths import table_file
+from rec_core.data.validation import embedding_coverage
 from rec_core.embeddings import (
     INPUT_HASH,
     MODEL_ID,
     Checkpoint,
-    checkpoint_directory,
     EmbeddingUpdate,
-    embedding_matrix,
+    checkpoint_directory,
     embedding_table,
     image_embeddings,
     preference_sentence,
@@ -27,6 +27,7 @@ from rec_core.embeddings import (
     text_embeddings,
 )
 from rec_core.encoders import ClipUnavailableError
+from rec_core.progress import Progress
 
 
 DISABLED_CLIP_TABLE = pa.table(
@@ -49,10 +50,16 @@ def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
     }
 
 
-def _checkpoint(artifacts: ArtifactStore, table_name: str) -> Checkpoint:
+def _checkpoint(artifacts: ArtifactStore, table_name: str, chunk_rows: int = Checkpoint.chunk_rows) -> Checkpoint:
     """Encoding progress is saved while running; TableIOManager clears it once the table is written,
     so a kill between encoding and writing still keeps the work."""
-    return Checkpoint(checkpoint_directory(artifacts.resolved_root(), table_name), clear_when_done=False)
+    return Checkpoint(checkpoint_directory(artifacts.resolved_root(), table_name), chunk_rows=chunk_rows,
+                      clear_when_done=False)
+
+
+CLIP_CHUNK_ROWS = 256
+"""Images per encoder call (and progress line): CLIP ViT-B/32 encodes tens of images a second on a CPU, so a
+chunk takes about 10-30 s there; the text tables keep `Checkpoint.chunk_rows`."""
 
 
 @dg.asset(
@@ -62,6 +69,7 @@ def _checkpoint(artifacts: ArtifactStore, table_name: str) -> Checkpoint:
     description="Per item, L2-normalized text vectors of the product name and of the description (384-d by default).",
 )
 def item_text_embeddings(
+    context: dg.AssetExecutionContext,
     items: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
 ) -> dg.Output:
     encoder = text_encoder.build(device.torch_device())
@@ -70,8 +78,9 @@ def item_text_embeddings(
         items["item_id"],
         {"name_embedding": items["product_name"], "description_embedding": items["about_product"]},
         encoder,
-        previous=read_previous(artifacts.path("item_text_embeddings.parquet")),
+        previous=read_previous(artifacts.path(table_file("item_text_embeddings"))),
         checkpoint=_checkpoint(artifacts, "item_text_embeddings"),
+        progress=Progress("item_text_embeddings", context.log.info, unit="items"),
     )
     table = embedding_table(update.table, ["name_embedding", "description_embedding"], update.dimension)
     return dg.Output(table, metadata=_metadata(update, encoder.model_id))
@@ -85,6 +94,7 @@ def item_text_embeddings(
     "users with none get the zero vector.",
 )
 def user_text_embeddings(
+    context: dg.AssetExecutionContext,
     users: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
 ) -> dg.Output:
     encoder = text_encoder.build(device.torch_device())
@@ -94,8 +104,9 @@ def user_text_embeddings(
         users["user_id"],
         {"preferences_embedding": sentences},
         encoder,
-        previous=read_previous(artifacts.path("user_text_embeddings.parquet")),
+        previous=read_previous(artifacts.path(table_file("user_text_embeddings"))),
         checkpoint=_checkpoint(artifacts, "user_text_embeddings"),
+        progress=Progress("user_text_embeddings", context.log.info, unit="users"),
     )
     table = embedding_table(update.table, ["preferences_embedding"], update.dimension)
     return dg.Output(
@@ -133,22 +144,21 @@ def item_clip_embeddings(
         [artifacts.path(p) for p in product_images["image_path"]],
         encoder,
         "clip_embedding",
-        previous=read_previous(artifacts.path("item_clip_embeddings.parquet")),
-        checkpoint=_checkpoint(artifacts, "item_clip_embeddings"),
+        previous=read_previous(artifacts.path(table_file("item_clip_embeddings"))),
+        checkpoint=_checkpoint(artifacts, "item_clip_embeddings", CLIP_CHUNK_ROWS),
+        progress=Progress("item_clip_embeddings", context.log.info, unit="images"),
     )
     table = embedding_table(update.table, ["clip_embedding"], update.dimension)
     return dg.Output(table, metadata={**_metadata(update, encoder.model_id), "status": "enabled"})
 
 
-@dg.asset_check(asset=item_text_embeddings, additional_ins={"items": dg.AssetIn("items")}, description="One row per item; every vector finite and of unit length "
-                "(or zero for an empty text).")
+@dg.asset_check(asset=item_text_embeddings, additional_ins={"items": dg.AssetIn("items")},
+                description="One row per item; every vector finite and of unit length (or zero for an empty text).")
 def item_text_embeddings_cover_items(items: pd.DataFrame, item_text_embeddings: pd.DataFrame) -> dg.AssetCheckResult:
-    missing = int((~items["item_id"].isin(item_text_embeddings["item_id"])).sum())
-    bad = {}
-    for column in ("name_embedding", "description_embedding"):
-        norms = np.linalg.norm(embedding_matrix(item_text_embeddings, column), axis=1)
-        bad[column] = int((~np.isfinite(norms) | ((np.abs(norms - 1) > 1e-3) & (norms > 0))).sum())
+    counts = embedding_coverage(items["item_id"], item_text_embeddings, "item_id",
+                                ("name_embedding", "description_embedding"))
+    missing = counts.pop("missing")
     return dg.AssetCheckResult(
-        passed=missing == 0 and not any(bad.values()),
-        metadata={"items_without_vectors": float(missing), **{f"bad_{c}": float(n) for c, n in bad.items()}},
+        passed=missing == 0 and not any(counts.values()),
+        metadata={"items_without_vectors": float(missing), **{f"bad_{c}": float(n) for c, n in counts.items()}},
     )

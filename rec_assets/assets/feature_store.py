@@ -15,6 +15,7 @@ import dagster as dg
 from rec_assets.resources import ArtifactStore, FeastStoreResource
 from rec_core import feature_store as feast_lib
 from rec_core.data.validation import DataValidationError
+from rec_core.progress import Progress
 
 # A PostgreSQL restart or failover is retried after 2, 6 and 14 s (22 s in all); bad or missing input is not.
 FEAST_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
@@ -56,18 +57,19 @@ def feast_registry(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.Ma
     kinds={"feast"},
     retry_policy=FEAST_RETRY_POLICY,
     # The offline sources are the upstream parquet files themselves, so they are dependencies, not loaded inputs.
-    deps=["users", "items", *feast_lib.UPSTREAM_TABLES, feast_registry],
+    deps=[*dict.fromkeys(view.upstream for view in feast_lib.views.ALL_VIEWS), feast_registry],
     description="The online store filled: user and item features materialized, embeddings, recommendations "
                 "and interaction histories pushed.",
 )
-def feast_online_features(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
+def feast_online_features(context: dg.AssetExecutionContext, feast: FeastStoreResource,
+                          artifacts: ArtifactStore) -> dg.MaterializeResult:
     store = feast.store(artifacts)
     root = artifacts.resolved_root()
     snapshot = datetime.now(timezone.utc)
     with _no_retry_on_bad_input():
         tables = feast_lib.read_upstream_tables(root)
-        frames = feast_lib.write_feast_sources(root, tables, snapshot, feast.repo_path or None)
-    load = feast_lib.load_online(store, frames, snapshot)
+        frames = feast_lib.write_feast_sources(root, tables, snapshot)
+    load = feast_lib.load_online(store, frames, snapshot, Progress("feast_online_features", context.log.info))
     return dg.MaterializeResult(metadata={
         "materialized_rows": float(load.materialized_rows),
         "pushed_rows": float(load.pushed_rows),

@@ -6,25 +6,30 @@ from PIL import Image
 
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.resources import ArtifactStore, DeviceResource
-from rec_core.generation.generate_images import (
-    DEFAULT_DIFFUSION_MODEL,
-    ImageGenerationConfig,
-    generate_images,
-    image_inventory,
-)
+from rec_core.data.paths import PRODUCT_IMAGES_DIR
+from rec_core.generation.generate_images import ImageGenerationConfig, generate_images, image_inventory
 from rec_core.images import gallery_markdown
+from rec_core.progress import Progress
 
 
 class ProductImagesConfig(dg.Config):
-    backend: str = "placeholder"  # placeholder (offline card) or diffusers (text-to-image model)
-    model: str = DEFAULT_DIFFUSION_MODEL  # diffusers: hub id (from the local cache) or a local directory
-    image_size: int = 0  # square side in pixels; 0: 256 for placeholder, 512 for diffusers
-    steps: int = 25  # diffusers denoising steps
-    guidance_scale: float = 7.5  # diffusers classifier-free guidance
-    batch_size: int = 4  # diffusers prompts per forward pass
-    seed: int = 0  # combined with each item id
-    replace_placeholders: bool = False  # redraw placeholder images with the configured backend
+    """`ImageGenerationConfig`'s fields and defaults (the device comes from the `device` resource), plus the gallery."""
+
+    backend: str = ImageGenerationConfig.backend  # placeholder (offline card) or diffusers (text-to-image model)
+    model: str = ImageGenerationConfig.model  # diffusers: hub id (from the local cache) or a local directory
+    image_size: int = ImageGenerationConfig.image_size  # square side in pixels; 0: 256 for placeholder, 512 for diffusers
+    steps: int = ImageGenerationConfig.steps  # diffusers denoising steps
+    guidance_scale: float = ImageGenerationConfig.guidance_scale  # diffusers classifier-free guidance
+    batch_size: int = ImageGenerationConfig.batch_size  # diffusers prompts per forward pass
+    seed: int = ImageGenerationConfig.seed  # combined with each item id
+    replace_placeholders: bool = ImageGenerationConfig.replace_placeholders  # redraw placeholders with this backend
     gallery_size: int = 8  # sample thumbnails shown in the UI
+
+    def generation_config(self, device: str) -> ImageGenerationConfig:
+        return ImageGenerationConfig(
+            backend=self.backend, model=self.model, image_size=self.image_size, steps=self.steps,
+            guidance_scale=self.guidance_scale, batch_size=self.batch_size, seed=self.seed,
+            replace_placeholders=self.replace_placeholders, device=device)
 
 
 @dg.asset(
@@ -41,14 +46,10 @@ def product_images(
     artifacts: ArtifactStore,
     device: DeviceResource,
 ) -> dg.Output[pd.DataFrame]:
-    output_dir = artifacts.path("product_images")
-    generation = ImageGenerationConfig(
-        backend=config.backend, model=config.model, image_size=config.image_size, steps=config.steps,
-        guidance_scale=config.guidance_scale, batch_size=config.batch_size, seed=config.seed,
-        replace_placeholders=config.replace_placeholders,
-        device=device.torch_device() if config.backend == "diffusers" else "cpu",
-    )
-    report = generate_images(items, output_dir, generation)
+    output_dir = artifacts.path(PRODUCT_IMAGES_DIR)
+    generation = config.generation_config(device.torch_device() if config.backend == "diffusers" else "cpu")
+    report = generate_images(items, output_dir, generation,
+                             progress=Progress("product_images", context.log.info, unit="images"))
     context.log.info(f"{len(report.generated)} images drawn with {config.backend}, {report.existing} already present")
     inventory = image_inventory(items["item_id"], output_dir, {i: report.backend for i in report.generated})
     return dg.Output(

@@ -1,18 +1,14 @@
 """Group `model`: the trained two-tower, its evaluation against baselines, and the release gate.
 
-`two_tower_model` trains on the train split (validation drives early stopping) and writes the
-serving artifact (safetensors + JSON) under `<artifacts>/two_tower_model`. The blocking check
-`two_tower_beats_popularity` re-evaluates that artifact on the test split; when the model is
-not strictly better than recommending bestsellers the check fails and nothing downstream
+`two_tower_model` trains on the train split (validation drives early stopping and the search)
+and writes the serving artifact (safetensors + JSON) under `<artifacts>/two_tower_model`. The
+blocking check `two_tower_beats_popularity` scores that artifact on the test split; when the model
+is not strictly better than recommending bestsellers the check fails and nothing downstream
 (embeddings, index, recommendations) is materialized from it. `model_evaluation` reports the
-full comparison: popularity, EASE and, for synthetic data, the generator's oracle.
+full comparison: popularity, EASE, ALS and, for synthetic data, the generator's oracle, reusing
+the gate's scores of the model (`rec_core.model_evaluation`). Each body is one library call.
 """
 
-
-import json
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -21,17 +17,20 @@ import pandas as pd
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.metadata import png_markdown
 from rec_assets.resources import ArtifactStore, DeviceResource
-from rec_core import storage
-from rec_core.data.paths import id_hash
-from rec_core.evaluation import baseline_table, compare_with_baselines, popularity_gate
-from rec_core.inference import TwoTowerEncoder
+from rec_core.data.bundle import DataBundle
+from rec_core.evaluation import baseline_table
+from rec_core.model_evaluation import evaluate_stored_model, run_release_gate
 from rec_core.models import TwoTowerConfig
 from rec_core.preprocessing import PreprocessingConfig
-from rec_core.serving import MODEL_DIR
-from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, write_artifact
-from rec_core.tuning import TuningConfig, trials_table, tune_two_tower
+from rec_core.progress import Progress
+from rec_core.training import TrainingConfig, configure_torch_threads
+from rec_core.training_run import train_and_write
+from rec_core.tuning import TuningConfig, trials_table
 
 MODEL_VERSION = "1"
+
+DATA_BUNDLE_INS = {name: dg.AssetIn(name) for name in DataBundle.table_names()}
+"""The six tables a model is trained, gated and evaluated on; the assets receive them as `**tables`."""
 
 
 class TwoTowerTrainingConfig(dg.Config):
@@ -49,6 +48,7 @@ class TwoTowerTrainingConfig(dg.Config):
     history_dropout: float = TrainingConfig.history_dropout
     patience: int = TrainingConfig.patience
     seed: int = TrainingConfig.seed
+    processes: int = TrainingConfig.processes  # local training processes (DDP ranks); on GPUs one GPU per process
     embedding_dim: int = TwoTowerConfig.embedding_dim
     id_dim: int = TwoTowerConfig.id_dim
     hidden_layers: int = TwoTowerConfig.hidden_layers
@@ -67,7 +67,7 @@ class TwoTowerTrainingConfig(dg.Config):
             max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
             weight_decay=self.weight_decay, temperature=self.temperature, logq_correction=self.logq_correction,
             uniform_negatives=self.uniform_negatives, recency_weight=self.recency_weight,
-            history_dropout=self.history_dropout, patience=self.patience, seed=self.seed,
+            history_dropout=self.history_dropout, patience=self.patience, seed=self.seed, processes=self.processes,
             model=TwoTowerConfig(embedding_dim=self.embedding_dim, id_dim=self.id_dim, hidden_layers=self.hidden_layers,
                                  dropout=self.dropout, use_item_id=self.use_item_id, use_user_id=self.use_user_id,
                                  history_position_weights=self.history_position_weights),
@@ -76,14 +76,6 @@ class TwoTowerTrainingConfig(dg.Config):
 
     def tuning_config(self) -> TuningConfig:
         return TuningConfig(trials=self.tuning_trials, timeout_s=self.tuning_timeout_s, seed=self.seed)
-
-
-def _side_inputs(use_text: bool, use_images: bool, item_text_embeddings, user_text_embeddings, item_clip_embeddings):
-    return {
-        "item_text_embeddings": item_text_embeddings if use_text else None,
-        "user_text_embeddings": user_text_embeddings if use_text else None,
-        "item_clip_embeddings": item_clip_embeddings if use_images else None,
-    }
 
 
 def _training_plot(history: list[dict]) -> dg.MetadataValue:
@@ -128,84 +120,41 @@ def _tuning_plot(trials: list[dict]) -> dg.MetadataValue:
 @dg.asset(
     group_name="model",
     code_version=MODEL_VERSION,
+    ins=DATA_BUNDLE_INS,
     description="The trained two-tower: safetensors weights, model and preprocessing config as JSON, validation metrics.",
     **GPU_ASSET_KWARGS,
 )
-def two_tower_model(
-    context: dg.AssetExecutionContext,
-    config: TwoTowerTrainingConfig,
-    artifacts: ArtifactStore,
-    device: DeviceResource,
-    interaction_splits: pd.DataFrame,
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    item_text_embeddings: pd.DataFrame,
-    user_text_embeddings: pd.DataFrame,
-    item_clip_embeddings: pd.DataFrame,
-) -> dg.MaterializeResult:
+def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerTrainingConfig, artifacts: ArtifactStore,
+                    device: DeviceResource, **tables: pd.DataFrame) -> dg.MaterializeResult:
     configure_torch_threads()
     torch_device = device.torch_device()
-    training = config.training_config()
-    side = _side_inputs(config.use_text, config.use_images, item_text_embeddings, user_text_embeddings, item_clip_embeddings)
-    data = prepare_training_data(users, items, interaction_splits, config=training, **side)
-    target = artifacts.path(MODEL_DIR)
-    # Checkpoints live on local disk (beside the artifacts, or in a temp folder named after a remote root):
-    # an interrupted run resumes from its last finished epoch.
-    root = artifacts.resolved_root()
-    checkpoints = (Path(tempfile.gettempdir()) / f"rec_two_tower_checkpoints-{id_hash(root)}" if storage.is_remote(root)
-                   else Path(root) / "two_tower_checkpoints")
-    search = tune_two_tower(data, training, config.tuning_config(), device=torch_device, log=context.log.info,
-                            checkpoint_dir=checkpoints)
-    trained = search.trained
-    best = max(trained.history, key=lambda h: h["validation_recall_at_10"])
-    metrics = {
-        "validation_recall_at_10": float(best["validation_recall_at_10"]),
-        "best_epoch": float(trained.best_epoch),
-        "epochs": float(len(trained.history)),
-        "train_seconds": float(trained.train_seconds),
-        "examples_per_second": float(trained.examples_seen / max(trained.train_seconds, 1e-9)),
-        "train_examples": float(data.example_items.numel()),
-        "item_text_dim": float(data.preprocessing.item_text_dim),
-        "item_image_dim": float(data.preprocessing.item_image_dim),
-        "user_text_dim": float(data.preprocessing.user_text_dim),
-        "tuning_trials": float(len(search.trials)),
-        "tuning_wall_s": float(search.wall_s),
-    }
-    write_artifact(trained, target, metrics)
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    context.log.info(f"two-tower: validation recall@10 {metrics['validation_recall_at_10']:.4f} "
-                     f"after {len(trained.history)} epochs on {torch_device}")
+    data = DataBundle(**tables).with_inputs(text=config.use_text, images=config.use_images)
+    run = train_and_write(data, artifacts.resolved_root(), config.training_config(), config.tuning_config(),
+                          device=torch_device, progress=context.log.info)
     return dg.MaterializeResult(metadata={
-        **metrics,
+        **run.metrics,
         "device": torch_device,
-        "path": dg.MetadataValue.path(str(target)),
-        "training_curve": _training_plot(trained.history),
-        "tuning_trials_table": dg.MetadataValue.md(trials_table(search.trials)),
-        "tuning_plot": _tuning_plot(search.trials),
-        "config": dg.MetadataValue.json(search.config.to_dict()),
+        "path": dg.MetadataValue.path(str(run.model_dir)),
+        "training_curve": _training_plot(run.search.trained.history),
+        "tuning_trials_table": dg.MetadataValue.md(trials_table(run.search.trials)),
+        "tuning_plot": _tuning_plot(run.search.trials),
+        "config": dg.MetadataValue.json(run.search.config.to_dict()),
     })
 
 
 @dg.asset_check(
     asset=two_tower_model,
     blocking=True,
-    additional_ins={name: dg.AssetIn(name) for name in (
-        "interaction_splits", "users", "items", "item_text_embeddings", "user_text_embeddings", "item_clip_embeddings")},
+    additional_ins=DATA_BUNDLE_INS,
     description="Blocking release gate: the model's test recall@10 must be above popularity's.",
 )
-def two_tower_beats_popularity(
-    artifacts: ArtifactStore,
-    interaction_splits: pd.DataFrame,
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    item_text_embeddings: pd.DataFrame,
-    user_text_embeddings: pd.DataFrame,
-    item_clip_embeddings: pd.DataFrame,
-) -> dg.AssetCheckResult:
+def two_tower_beats_popularity(artifacts: ArtifactStore, users: pd.DataFrame, items: pd.DataFrame,
+                               interaction_splits: pd.DataFrame, item_text_embeddings: pd.DataFrame,
+                               user_text_embeddings: pd.DataFrame, item_clip_embeddings: pd.DataFrame
+                               ) -> dg.AssetCheckResult:
     configure_torch_threads()
-    encoder = TwoTowerEncoder.load(artifacts.path(MODEL_DIR))
-    gate = popularity_gate(encoder, users, items, interaction_splits, item_text_embeddings=item_text_embeddings,
-                           user_text_embeddings=user_text_embeddings, item_clip_embeddings=item_clip_embeddings)
+    gate = run_release_gate(artifacts.resolved_root(), DataBundle(
+        users, items, interaction_splits, item_text_embeddings, user_text_embeddings, item_clip_embeddings))
     return dg.AssetCheckResult(
         passed=bool(gate["passed"]),
         severity=dg.AssetCheckSeverity.ERROR,
@@ -217,45 +166,21 @@ def two_tower_beats_popularity(
 @dg.asset(
     group_name="model",
     code_version=MODEL_VERSION,
+    ins=DATA_BUNDLE_INS,
     deps=[two_tower_model],
     description="Test-split recall@10, NDCG@10 and coverage of the two-tower against popularity, EASE, tuned ALS and "
                 "(synthetic) the oracle.",
 )
-def model_evaluation(
-    context: dg.AssetExecutionContext,
-    artifacts: ArtifactStore,
-    interaction_splits: pd.DataFrame,
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    item_text_embeddings: pd.DataFrame,
-    user_text_embeddings: pd.DataFrame,
-    item_clip_embeddings: pd.DataFrame,
-) -> dg.MaterializeResult:
+def model_evaluation(context: dg.AssetExecutionContext, artifacts: ArtifactStore,
+                     **tables: pd.DataFrame) -> dg.MaterializeResult:
     configure_torch_threads()
-    encoder = TwoTowerEncoder.load(artifacts.path(MODEL_DIR))
-    oracle = _matching_oracle(artifacts, users, items, context)
-    results = compare_with_baselines(encoder, users, items, interaction_splits, item_text_embeddings,
-                                     user_text_embeddings, item_clip_embeddings, oracle=oracle)
+    results = evaluate_stored_model(artifacts.resolved_root(), DataBundle(**tables),
+                                    progress=Progress("model_evaluation", context.log.info))
+    context.log.info("test recall@10: " + ", ".join(f"{name} {m['recall_at_10']:.4f}" for name, m in results.items()))
     flat = {f"{model}_{metric}": float(value) for model, values in results.items() for metric, value in values.items()
             if metric != "evaluated_users" and isinstance(value, (int, float))}  # reasons (text) stay in metrics.json
-    storage.write_bytes(json.dumps(results, indent=2).encode(), artifacts.path("model_evaluation", "metrics.json"))
     return dg.MaterializeResult(metadata={
         **flat,
         "evaluated_users": float(results["two_tower"]["evaluated_users"]),
         "baselines": dg.MetadataValue.md(baseline_table(results)),
     })
-
-
-def _matching_oracle(artifacts: ArtifactStore, users: pd.DataFrame, items: pd.DataFrame, context):
-    """The synthetic generator's oracle when the current data came from it, else None."""
-    directory = artifacts.path("synthetic_truth")
-    if not (directory / "oracle.json").exists():
-        return None
-    from rec_core.generation.synthetic import OracleScorer
-
-    oracle = OracleScorer.load(directory)
-    if set(map(str, oracle.item_ids)) != set(items["item_id"].astype(str)) or \
-            not set(users["user_id"].astype(str)) <= set(map(str, oracle.user_ids)):
-        context.log.info("synthetic_truth does not describe the current data; evaluating without the oracle")
-        return None
-    return oracle

@@ -11,12 +11,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from rec_assets.assets.media import product_images
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_core.data.paths import ITEM_INDEX_DIR, MODEL_DIR
 from rec_core.index import IndexConfig, ItemIndex
 from rec_core.serving import (
-    ITEM_INDEX_DIR,
-    MODEL_DIR,
     InMemoryFeatureSource,
     Recommender,
     model_version,
@@ -28,11 +28,11 @@ SERVING_VERSION = "3"  # 2: finer nprobe tuning; filters applied inside the batc
 
 
 class ItemIndexConfig(dg.Config):
-    exact_max_items: int = 50_000  # catalogs up to this size get an exact index; larger ones IVF
-    lists_per_sqrt_item: float = 1.0  # IVF cells = this * sqrt(n_items)
-    target_recall: float = 0.95  # nprobe is tuned to the smallest reaching this recall@10 vs exact search
-    max_nprobe: int = 256  # tuning stops here even if the target is not met
-    recall_queries: int = 1_000  # user vectors nprobe is tuned and recall measured on
+    exact_max_items: int = IndexConfig.exact_max_items  # catalogs up to this size get an exact index; larger ones IVF
+    lists_per_sqrt_item: float = IndexConfig.lists_per_sqrt_item  # IVF cells = this * sqrt(n_items)
+    target_recall: float = IndexConfig.target_recall  # nprobe is tuned to the smallest reaching this recall@10 vs exact search
+    max_nprobe: int = IndexConfig.max_nprobe  # tuning stops here even if the target is not met
+    recall_queries: int = IndexConfig.recall_queries  # user vectors nprobe is tuned and recall measured on
 
 
 class UserRecommendationsConfig(dg.Config):
@@ -123,10 +123,12 @@ def item_index(config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embe
 @dg.asset(
     group_name="serving",
     code_version=SERVING_VERSION,
-    deps=[item_index],
+    # product_images directly, not only through the CLIP embeddings: the sample-user grid reads its files
+    deps=[item_index, product_images],
     description="Top-k items per user (available, not already interacted with), from multithreaded batched index "
     "searches that apply the filters while they scan: "
-    "user_id, top_k_item_ids, top_k_scores, model_version.",
+    "user_id, top_k_item_ids, top_k_scores, model_version. Its metadata shows sample users' latest items "
+    "and top recommendations as one image grid, drawn from the product_images files.",
 )
 def user_recommendations(config: UserRecommendationsConfig, items: pd.DataFrame, users: pd.DataFrame,
                          interactions: pd.DataFrame, user_embeddings: pd.DataFrame,

@@ -4,4 +4,4 @@ Each benchmark is a module `rec_core.bench.<name>` with `run(argv: list[str]) ->
 returning a flat mapping of snake_case metric names (unit in the name) to numbers.
 """
 
-BENCHMARKS = ("datagen", "encode", "quality", "train", "serving", "service", "feast", "pipeline")
+BENCHMARKS = ("datagen", "encode", "quality", "train", "serving", "service", "feast", "pipeline", "scale")

@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rec_core.bench.common import median, percentile
+from rec_core.data.paths import FEATURE_STORE_DIR, table_file
 from rec_core.storage import write_parquet
 
 
@@ -115,12 +116,12 @@ def run(argv: list[str]) -> dict[str, float]:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="feast_bench_") as tmp:
         root = Path(tmp) / "artifacts"
-        write_parquet(tables["users"], root / "users.parquet")
-        write_parquet(tables["items"], root / "items.parquet")
+        for name in ("users", "items"):
+            write_parquet(tables[name], root / table_file(name))
         stores = ["sqlite"] + ([] if opts.no_postgres else ["postgres"])
         for name in tqdm(stores, desc="feast stores", unit="store"):
             if name == "sqlite":
-                results |= _measure(fs.load_feature_store(profile="sqlite", data_dir=root / "feature_store"),
+                results |= _measure(fs.load_feature_store(profile="sqlite", data_dir=root / FEATURE_STORE_DIR),
                                     name, root, tables, opts)
             else:
                 with _scratch_database() as settings:

@@ -1,6 +1,6 @@
 """Retrieval quality: the two-tower against popularity, EASE and (synthetic) the oracle, same split, same run.
 
-    python -m rec_core.bench quality --dataset synthetic|movielens:PATH|amazon:PATH|amazon-reviews:PATH [--split time|random|cold-items] [--seed S]
+    python -m rec_core.bench quality --dataset synthetic|FORMAT:PATH [--split time|random|cold-items] [--seed S]
 
 Trains the default recipe as the `two_tower_model` asset does: the default `TrainingConfig` plus the
 default validation-split search (`rec_core.tuning`), on the train split. Validation drives early
@@ -25,61 +25,64 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def load_named_dataset(spec: str, seed: int):
-    """(users, items, interactions, oracle or None) for `synthetic`, `movielens:PATH`, `amazon:PATH` (the sales CSV)
-    or `amazon-reviews:PATH` (review JSON lines: a file, or a folder with a reviews file and an optional `meta_*` file)."""
-    from rec_core.data.loaders import load_dataset
+    """(users, items, interactions, oracle or None) for `synthetic` or `FORMAT:PATH`, FORMAT being a dataset format of
+    `rec_core.data.loaders` (`movielens`, `amazon` (the sales CSV), `amazon-reviews` (review JSON lines: a file, or a
+    folder with a reviews file and an optional `meta_*` file), `parquet`, or a registered one)."""
+    from rec_core.data.loaders import load_dataset, source_formats
 
     kind, _, path = spec.partition(":")
     if kind == "synthetic":
         from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
 
-        dataset = generate_dataset(GeneratorConfig(n_users=2_000, n_items=5_000, n_interactions=100_000, seed=seed))
+        dataset = generate_dataset(GeneratorConfig(seed=seed))
         return dataset.users, dataset.items, dataset.interactions, dataset.oracle
-    if kind in ("movielens", "amazon", "amazon-reviews") and path:
+    formats = source_formats()
+    if kind in formats and path:
         return (*load_dataset(path, kind), None)
-    raise ValueError(f"unknown dataset '{spec}': use synthetic, movielens:PATH, amazon:PATH or amazon-reviews:PATH")
+    raise ValueError(f"unknown dataset '{spec}': use synthetic or FORMAT:PATH with FORMAT one of {', '.join(formats)}")
 
 
 def run(argv: list[str]) -> dict[str, float]:
     from rec_core.data.splits import SPLIT_METHODS
 
     parser = argparse.ArgumentParser(prog="python -m rec_core.bench quality")
-    parser.add_argument("--dataset", default="synthetic", help="synthetic, movielens:PATH, amazon:PATH or amazon-reviews:PATH")
+    parser.add_argument("--dataset", default="synthetic",
+                        help="synthetic, or FORMAT:PATH (movielens, amazon, amazon-reviews, parquet or a registered format)")
     parser.add_argument("--split", choices=SPLIT_METHODS, default="time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
+    from rec_core.data.bundle import DataBundle
     from rec_core.data.splits import split_interactions
     from rec_core.device import resolve_device
     from rec_core.evaluation import baseline_table, compare_with_baselines
     from rec_core.inference import TwoTowerEncoder
-    from rec_core.training import TrainingConfig, configure_torch_threads, prepare_training_data, write_artifact
-    from rec_core.tuning import TuningConfig, tune_two_tower
+    from rec_core.training import TrainingConfig, configure_torch_threads
+    from rec_core.training_run import train_and_write
+    from rec_core.tuning import TuningConfig
 
     configure_torch_threads()
     device = resolve_device(args.device)
     users, items, interactions, oracle = load_named_dataset(args.dataset, args.seed)
     splits = split_interactions(interactions, method=args.split, seed=args.seed)
-    config = TrainingConfig(seed=args.seed)
     cold_items = args.split == "cold-items"
     item_text = _item_text_embeddings(items, device) if cold_items else None
-    data = prepare_training_data(users, items, splits, item_text_embeddings=item_text, config=config)
-    search = tune_two_tower(data, config, TuningConfig(seed=args.seed), device=device,
-                            log=lambda line: print(line, file=sys.stderr, flush=True))
-    trained = search.trained
+    data = DataBundle(users, items, splits, item_text_embeddings=item_text)
     with tempfile.TemporaryDirectory() as tmp:  # evaluate what serving would load, not the in-memory model
-        encoder = TwoTowerEncoder.load(write_artifact(trained, f"{tmp}/model"), device=device)
+        run = train_and_write(data, tmp, TrainingConfig(seed=args.seed), TuningConfig(seed=args.seed), device=device,
+                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+        encoder = TwoTowerEncoder.load(run.model_dir, device=device)
         print("evaluating the two-tower and baselines on the test split (EASE: one fit per lambda, ALS: one per trial) ...",
               file=sys.stderr, flush=True)
-        results = compare_with_baselines(encoder, users, items, splits, item_text_embeddings=item_text, oracle=oracle,
-                                         seed=args.seed)
+        results = compare_with_baselines(encoder, data, oracle=oracle, seed=args.seed)
         if cold_items:
             from rec_core.cold_start import cold_item_metrics
             from rec_core.data.splits import cold_item_ids
 
             cold = cold_item_metrics(encoder, users, items, splits, cold_item_ids(interactions, seed=args.seed),
                                      item_text, seed=args.seed)
+    search, trained = run.search, run.search.trained
     print(baseline_table(results), file=sys.stderr)
     out = {
         "two_tower_recall_at_10": results["two_tower"]["recall_at_10"],

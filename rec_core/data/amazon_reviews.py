@@ -40,6 +40,7 @@ import ast
 import gzip
 import html
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -50,6 +51,8 @@ import pandas as pd
 
 from rec_core.data.loaders import numeric_column, rating_interactions, users_from_interactions, validated_tables
 from rec_core.data.validation import DataValidationError
+
+log = logging.getLogger(__name__)
 
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 CATEGORY_ROOT = "Amazon"  # the root of every category path, as 'Movies' is for MovieLens: each path has a second level
@@ -110,6 +113,10 @@ def load_amazon_reviews(path: str | Path, negative_below: float | None = None):
     interactions["review_content"] = reviews["text"].to_numpy()
     reviewed = set(reviews["item"])
     meta = _read_metadata(meta_path, reviewed) if meta_path is not None else None
+    described = 0 if meta is None else len(reviewed & set(meta["item"]))
+    if described < len(reviewed):
+        log.info("%s: %d of %d reviewed items have no metadata; their names and descriptions come from the reviews",
+                 reviews_path, len(reviewed) - described, len(reviewed))
     items = _items(reviews, meta, _category_from_file_name(reviews_path))
     users = users_from_interactions(interactions)
     return validated_tables(users, items, interactions, reviews_path)

@@ -10,14 +10,18 @@ for the next scan.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from rec_core.data.paths import TABLE_SUFFIX, table_file
 from rec_core.data.validation import check_references
 from rec_core.storage import as_path, read_input_table, read_parquet, write_parquet
+
+log = logging.getLogger(__name__)
 
 LANDING_SUFFIXES = (".parquet", ".csv")
 
@@ -65,9 +69,10 @@ def ingest(files: list[str], landed_dir: str | Path) -> list[Path]:
     frames = [(validate_landing_file(f), file_digest(f)) for f in files]
     kept = []
     for frame, digest in frames:
-        target = as_path(landed_dir) / f"{digest[:32]}.parquet"
+        target = as_path(landed_dir) / table_file(digest[:32])
         if not target.exists():
             write_parquet(frame, target)
+            log.info("landed %d interactions as %s", len(frame), target)
         kept.append(target)
     return kept
 
@@ -78,7 +83,7 @@ def merge_landed(base: pd.DataFrame, landed_dir: str | Path, users: pd.DataFrame
     Returns the merged table and the number of rows added.
     """
     landed_dir = as_path(landed_dir)
-    paths = sorted(landed_dir.glob("*.parquet"), key=str) if landed_dir.exists() else []
+    paths = sorted(landed_dir.glob(f"*{TABLE_SUFFIX}"), key=str) if landed_dir.exists() else []
     if not paths:
         return base, 0
     landed = pd.concat([read_parquet(p).to_pandas() for p in paths], ignore_index=True)

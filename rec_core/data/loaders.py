@@ -9,17 +9,29 @@
 
 Every loader returns tables already validated with `conform`, so a bad file fails here, with
 the file and column named, before anything is written.
+
+`load_dataset(path, format)` picks the loader by name from a registry. Another format plugs in
+without editing this package: `register_source_format(name, loader, detect)` in the process that
+loads (a Dagster code location imports the module that calls it), or an installed package's
+entry point in the `rec_core.source_formats` group.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from rec_core.data.paths import exported_table_file, table_file
 from rec_core.data.validation import DataValidationError, check_references, conform
+
+log = logging.getLogger(__name__)
 
 ML_100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -27,38 +39,74 @@ ML_100K_GENRES = (
 )
 
 
-def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Loads `path` as `movielens`, `amazon` (sales CSV), `amazon-reviews` (JSON lines) or a folder of our own
-    parquet files (`parquet`)."""
-    path = Path(path)
-    if fmt == "auto":
-        fmt = _detect_format(path)
-    if fmt == "movielens":
-        return load_movielens(path)
-    if fmt == "amazon":
-        return load_amazon(path)
-    if fmt == "amazon-reviews":
-        from rec_core.data.amazon_reviews import load_amazon_reviews  # it imports this module's helpers
+SourceLoader = Callable[[Path], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]
+"""Reads a dataset path into (users, items, interactions) DataFrames in the schemas of `rec_core.data.schema`."""
 
-        return load_amazon_reviews(path)
-    if fmt == "parquet":
-        return load_parquet_dir(path)
-    raise ValueError(f"unknown dataset format '{fmt}': use auto, movielens, amazon, amazon-reviews or parquet")
+ENTRY_POINT_GROUP = "rec_core.source_formats"
+"""Installed packages add formats here: `[project.entry-points."rec_core.source_formats"] NAME = "pkg.module:loader"`."""
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    load: SourceLoader
+    detect: Callable[[Path], bool] | None = None  # True when a path is in this format (for `auto`)
+    validated: bool = False  # the loader conforms its tables itself (the built-in ones); else `load_dataset` does
+
+
+SOURCE_FORMATS: dict[str, SourceFormat] = {}
+"""Every format by name (the built-in ones are added at the end of this module); add one with `register_source_format`."""
+
+
+def register_source_format(name: str, loader: SourceLoader, detect: Callable[[Path], bool] | None = None) -> None:
+    """Makes `name` a dataset format: `load_dataset(path, name)`, the `source_tables` asset's `format` config and
+    `python -m rec_core.bench quality --dataset name:PATH` then read such paths with `loader`.
+
+    With `detect`, `format="auto"` recognises the format too (before the built-in ones). The tables a
+    loader returns are conformed and cross-checked by `load_dataset`, errors naming the path.
+    Registering a name again replaces its loader.
+    """
+    if not name or name == "auto" or ":" in name:
+        raise ValueError(f"invalid dataset format name {name!r}: non-empty, not 'auto', no ':'")
+    SOURCE_FORMATS[name] = SourceFormat(loader, detect)
+
+
+def source_formats() -> tuple[str, ...]:
+    """Every dataset format `load_dataset` reads: the built-in ones, registered ones and installed plugins'."""
+    _load_entry_points()
+    return tuple(SOURCE_FORMATS)
+
+
+def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Loads `path` in format `fmt`: `movielens`, `amazon` (sales CSV), `amazon-reviews` (JSON lines), `parquet` (a
+    folder of our own tables), a registered format, or `auto` (detected from the path)."""
+    path = Path(path)
+    fmt = _detect_format(path) if fmt == "auto" else fmt
+    if fmt not in SOURCE_FORMATS:
+        _load_entry_points()
+    if fmt not in SOURCE_FORMATS:
+        raise ValueError(f"unknown dataset format '{fmt}': use auto, {', '.join(SOURCE_FORMATS)}")
+    source = SOURCE_FORMATS[fmt]
+    log.info("reading %s as %s", path, fmt)
+    tables = source.load(path)
+    return tables if source.validated else validated_tables(*tables, path)
 
 
 def _detect_format(path: Path) -> str:
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return "amazon"
-    if (path / "ratings.csv").exists() or (path / "u.data").exists():
-        return "movielens"
-    if (path / "recommendation_interactions.parquet").exists() or (path / "interactions.parquet").exists():
-        return "parquet"
-    from rec_core.data.amazon_reviews import is_amazon_reviews
+    # the latest registration first: a user's detector is more specific than the built-in ones (any JSON lines file
+    # could be Amazon reviews)
+    found = next((name for name, source in reversed(SOURCE_FORMATS.items())
+                  if source.detect is not None and source.detect(path)), None)
+    if found is None:
+        raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV, Amazon review JSON lines, "
+                                  "a folder of parquet tables or a registered format")
+    return found
 
-    if is_amazon_reviews(path):
-        return "amazon-reviews"
-    raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV, Amazon review JSON lines "
-                              "or a folder of parquet tables")
+
+def _load_entry_points() -> None:
+    """Registers the formats installed packages declare (once per name; a registered name wins)."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in SOURCE_FORMATS:
+            register_source_format(entry.name, entry.load())
 
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
@@ -307,7 +355,7 @@ def load_parquet_dir(path: str | Path):
     path = Path(path)
     tables = []
     for kind in ("users", "items", "interactions"):
-        candidates = [path / f"recommendation_{kind}.parquet", path / f"{kind}.parquet"]
+        candidates = [path / exported_table_file(kind), path / table_file(kind)]
         found = next((c for c in candidates if c.exists()), None)
         if found is None:
             raise DataValidationError(str(path), None, 0, f"no {kind} parquet file")
@@ -323,3 +371,27 @@ def validated_tables(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.
     inter_t = conform(interactions, "interactions", str(source))
     check_references(inter_t, users_t, items_t, str(source))
     return users_t.to_pandas(), items_t.to_pandas(), inter_t.to_pandas()
+
+
+def _load_amazon_reviews(path: Path):
+    from rec_core.data.amazon_reviews import load_amazon_reviews  # it imports this module's helpers
+
+    return load_amazon_reviews(path)
+
+
+def _is_amazon_reviews(path: Path) -> bool:
+    from rec_core.data.amazon_reviews import is_amazon_reviews
+
+    return is_amazon_reviews(path)
+
+
+def _is_parquet_dir(path: Path) -> bool:
+    return (path / exported_table_file("interactions")).exists() or (path / table_file("interactions")).exists()
+
+
+# The built-in formats; `auto` tries them last to first: an Amazon CSV, MovieLens, parquet, then any JSON lines.
+SOURCE_FORMATS["amazon-reviews"] = SourceFormat(_load_amazon_reviews, _is_amazon_reviews, True)
+SOURCE_FORMATS["parquet"] = SourceFormat(load_parquet_dir, _is_parquet_dir, True)
+SOURCE_FORMATS["movielens"] = SourceFormat(load_movielens, lambda path: (path / "ratings.csv").exists()
+                                           or (path / "u.data").exists(), True)
+SOURCE_FORMATS["amazon"] = SourceFormat(load_amazon, lambda path: path.is_file() and path.suffix.lower() == ".csv", True)

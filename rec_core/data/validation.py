@@ -161,3 +161,30 @@ def _column(data: pa.Table | pd.DataFrame, name: str) -> pa.Array:
     if isinstance(data, pa.Table):
         return data.column(name).combine_chunks()
     return pa.array(data[name].astype(str).to_numpy())
+
+
+# ---- what the asset checks compute -------------------------------------------------------------
+def split_coverage(splits: pd.DataFrame, interactions: pd.DataFrame) -> dict:
+    """Whether `splits` holds exactly the rows of `interactions`, each once, with train and test present.
+
+    `complete` is the verdict; the other keys say what was found (the splits present, row counts,
+    `same_interactions`).
+    """
+    present = sorted(set(splits["split"].unique()))
+    same = bool(len(splits) == len(interactions) and splits["interaction_id"].is_unique
+                and set(splits["interaction_id"]) == set(interactions["interaction_id"]))
+    return {"complete": {"train", "test"} <= set(present) and same, "splits": present, "rows": len(splits),
+            "interactions": len(interactions), "same_interactions": same}
+
+
+def embedding_coverage(ids: pd.Series, table: pd.DataFrame, id_column: str, vector_columns: tuple[str, ...],
+                       tolerance: float = 1e-3) -> dict[str, int]:
+    """Counts what an embedding table gets wrong: `missing` ids without a row, and per vector column the rows
+    whose vector is not finite or neither unit length nor zero (the vector of an empty text)."""
+    from rec_core.embeddings import embedding_matrix  # it imports rec_core.storage, which imports this module
+
+    counts = {"missing": int((~ids.isin(table[id_column])).sum())}
+    for column in vector_columns:
+        norms = np.linalg.norm(embedding_matrix(table, column), axis=1)
+        counts[column] = int((~np.isfinite(norms) | ((np.abs(norms - 1) > tolerance) & (norms > 0))).sum())
+    return counts

@@ -7,8 +7,9 @@ Backends:
   directory, fp16 on CUDA, batched, seeded per item, prompted with the product name and description.
 
 Files are named by a hash of the item id (`rec_core.data.paths.image_filename`), never by product
-name, written atomically, and tagged inside the PNG with the backend that made them, so a later
-run can tell placeholders from real images. Items whose file already exists are skipped.
+name, written atomically in batches with one durability barrier per batch, and tagged inside the
+PNG with the backend that made them, so a later run can tell placeholders from real images. Items
+whose file already exists are skipped.
 
 Command line: `python -m rec_core.generation.generate_images --items items.parquet --output DIR`.
 """
@@ -33,6 +34,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from rec_core import storage
 from rec_core.data.paths import image_filename, image_link
 from rec_core.data.validation import DataValidationError
+from rec_core.progress import Progress
 
 BACKENDS = ("placeholder", "diffusers")
 DEFAULT_DIFFUSION_MODEL = "runwayml/stable-diffusion-v1-5"
@@ -101,20 +103,30 @@ class PlaceholderRenderer:
     def _card(self, item) -> Image.Image:
         size = self.size
         path = [part for part in str(item.category).split("|") if part]
-        band_color, tint = _category_colors(path[0] if path else "")
-        image = Image.new("RGB", (size, size), tint)
+        band_color, _ = _category_colors(path[0] if path else "")
+        image = _card_background(size, path[0] if path else "", (path[-1] if path else "")[:28]).copy()
         draw = ImageDraw.Draw(image)
-        band = size // 6
-        draw.rectangle((0, 0, size, band), fill=band_color)
-        draw.text((size // 2, band // 2), "PLACEHOLDER", font=_font(max(8, band // 2)), fill="white", anchor="mm")
-        draw.text((size // 16, band + size // 20), (path[-1] if path else "")[:28], font=_font(size // 16), fill=band_color)
         lines = textwrap.wrap(str(item.product_name), width=22)[:4]
-        draw.multiline_text((size // 16, band + size // 7), "\n".join(lines), font=_font(size // 14), fill=(30, 30, 30),
-                            spacing=size // 64)
+        draw.multiline_text((size // 16, size // 6 + size // 7), "\n".join(lines), font=_font(size // 14),
+                            fill=(30, 30, 30), spacing=size // 64)
         draw.text((size - size // 16, size - size // 16), f"{float(item.discounted_price):,.2f}", font=_font(size // 9),
                   fill=(20, 20, 20), anchor="rs")
         draw.rectangle((0, 0, size - 1, size - 1), outline=band_color, width=max(1, size // 64))
         return image
+
+
+@functools.lru_cache(maxsize=128)
+def _card_background(size: int, top_category: str, leaf: str) -> Image.Image:
+    """What every card of one category shares (tint, band, PLACEHOLDER, leaf name), drawn once and copied:
+    text rendering is most of a card's cost."""
+    band_color, tint = _category_colors(top_category)
+    image = Image.new("RGB", (size, size), tint)
+    draw = ImageDraw.Draw(image)
+    band = size // 6
+    draw.rectangle((0, 0, size, band), fill=band_color)
+    draw.text((size // 2, band // 2), "PLACEHOLDER", font=_font(max(8, band // 2)), fill="white", anchor="mm")
+    draw.text((size // 16, band + size // 20), leaf, font=_font(size // 16), fill=band_color)
+    return image
 
 
 @functools.lru_cache(maxsize=16)
@@ -161,7 +173,7 @@ class DiffusersRenderer:
     def render(self, items: pd.DataFrame) -> list[Image.Image]:
         import torch
 
-        prompts = [build_prompt(name, about) for name, about in zip(items["product_name"], items["about_product"])]
+        prompts = [build_prompt(name, about) for name, about in zip(items["product_name"], items["about_product"], strict=True)]
         generators = [torch.Generator("cpu").manual_seed(item_seed(self.config.seed, i)) for i in items["item_id"]]
         with torch.inference_mode():
             result = self.pipeline(
@@ -208,64 +220,75 @@ def image_inventory(item_ids, output_dir, known_backends: dict[str, str] | None 
     files drawn elsewhere have backend `external`.
     """
     directory = storage.as_path(output_dir)
-    known = known_backends or {}
     present = {p.name for p in directory.iterdir()} if directory.exists() else set()
-    rows = []
-    for item_id in map(str, item_ids):
-        name = image_filename(item_id)
-        if name in present:
-            backend = known.get(item_id) or image_backend(directory / name) or "external"
-            rows.append((item_id, image_link(item_id), backend, backend == "placeholder"))
-    return pd.DataFrame(rows, columns=["item_id", "image_path", "backend", "is_placeholder"]).astype(
-        {"item_id": str, "image_path": str, "backend": str, "is_placeholder": bool}
-    )
+    ids = pd.Series(list(map(str, item_ids)), dtype=object)
+    names = ids.map(image_filename)
+    ids, names = ids[names.isin(present)], names[names.isin(present)]
+    known = known_backends or {}
+    backends = pd.Series([known.get(item_id) or image_backend(directory / name) or "external"  # opens unknown files
+                          for item_id, name in zip(ids, names, strict=True)], dtype=object)
+    return pd.DataFrame({
+        "item_id": ids.to_numpy(dtype=str),
+        "image_path": ids.map(image_link).to_numpy(dtype=str),
+        "backend": backends.to_numpy(dtype=str),
+        "is_placeholder": (backends == "placeholder").to_numpy(dtype=bool),
+    })
+
+
+PLACEHOLDER_BATCH = 64
+"""Placeholder cards drawn, encoded and published together: one durability barrier per batch."""
 
 
 def generate_images(
-    items: pd.DataFrame, output_dir, config: ImageGenerationConfig | None = None, *, progress: bool = False
+    items: pd.DataFrame, output_dir, config: ImageGenerationConfig | None = None, *, progress: Progress | None = None
 ) -> GenerationReport:
-    """Draws and writes an image for every item that lacks one; returns what was done."""
+    """Draws and writes an image for every item that lacks one; returns what was done.
+
+    The main thread draws batch k+1 while a publisher thread encodes batch k to PNG (in parallel:
+    zlib releases the GIL) and writes it with `storage.write_files`: each file complete under a
+    temporary name, one durability barrier for the batch, then the renames. A killed run keeps
+    every batch published before the kill; the next run draws the rest.
+    """
     config = config or ImageGenerationConfig()
+    progress = progress or Progress("product_images", unit="images")
     missing_columns = [c for c in REQUIRED_COLUMNS if c not in items.columns]
     if missing_columns:
         raise DataValidationError("items", ", ".join(missing_columns), len(items), "required for image generation")
+    storage.remove_stale_temporaries(output_dir)
     todo = items_needing_images(items, output_dir, config.replace_placeholders)
     report = GenerationReport(backend=config.backend, existing=len(items) - len(todo))
     if todo.empty:
         return report
     renderer = make_renderer(config)
     directory = storage.as_path(output_dir)
-    batch_size = config.batch_size if config.backend == "diffusers" else 64
+    batch_size = config.batch_size if config.backend == "diffusers" else PLACEHOLDER_BATCH
     start = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    # PNG encoding (zlib) and fsync release the GIL: writers finish one batch while the next is drawn.
-    with ThreadPoolExecutor(max_workers=4) as writers, tqdm(
-        total=len(todo), desc=f"images ({config.backend})", unit="img", disable=not progress
-    ) as bar:
-        pending: list[Future] = []
+    progress.start(len(todo))
+    with ThreadPoolExecutor(max_workers=4) as encoders, ThreadPoolExecutor(max_workers=1) as publisher:
+        pending: Future | None = None
         for begin in range(0, len(todo), batch_size):
-            batch = todo.iloc[begin : begin + batch_size]
-            images = renderer.render(batch)
-            _wait(pending)  # at most two batches of decoded images in memory
-            pending = [
-                writers.submit(_write_png, image, renderer.name, directory / image_filename(item_id))
-                for item_id, image in zip(batch["item_id"], images)
-            ]
-            report.generated.extend(map(str, batch["item_id"]))
-            bar.update(len(batch))
-        _wait(pending)
+            ids = [str(i) for i in todo["item_id"].iloc[begin : begin + batch_size]]
+            images = renderer.render(todo.iloc[begin : begin + batch_size])
+            _wait_published(pending, progress)  # at most two batches of decoded images in memory
+            pending = publisher.submit(_publish, encoders, images, renderer.name,
+                                       [directory / image_filename(i) for i in ids])
+            report.generated.extend(ids)
+        _wait_published(pending, progress)
+    progress.finish()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _wait(futures: list[Future]) -> None:
-    for future in futures:
-        future.result()  # re-raises a failed write
+def _wait_published(batch: Future | None, progress: Progress) -> None:
+    if batch is not None:
+        progress.advance(batch.result())  # re-raises a failed write
 
 
-def _write_png(image: Image.Image, backend: str, path) -> None:
-    storage.write_bytes(_png_bytes(image, backend), path)
+def _publish(encoders: ThreadPoolExecutor, images: list[Image.Image], backend: str, paths: list) -> int:
+    """Encodes a batch of images to PNG and writes them with one durability barrier; returns how many."""
+    blobs = encoders.map(lambda image: _png_bytes(image, backend), images)
+    storage.write_files(dict(zip(paths, blobs, strict=True)))
+    return len(paths)
 
 
 def _png_bytes(image: Image.Image, backend: str) -> bytes:
@@ -300,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         replace_placeholders=args.replace_placeholders,
     )
     try:
-        report = generate_images(items, args.output, config, progress=True)
+        report = generate_images(items, args.output, config, progress=Progress(f"images ({config.backend})", bar=True))
     except (ImageGenerationError, DataValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

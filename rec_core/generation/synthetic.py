@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from safetensors.numpy import load as load_safetensors, save_file
 
-from rec_core.data.paths import image_link
+from rec_core.data.paths import ORACLE_ARRAYS, ORACLE_IDS, exported_table_file, image_link
 from rec_core.data.validation import conform
 from rec_core.generation.catalog import BRANDS, TAXONOMY, USES, category_tree, display_name, leaves
 from rec_core.storage import as_path, atomic_file, write_bytes, write_parquet
@@ -135,16 +135,16 @@ class OracleScorer:
         directory = as_path(directory)
         arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in
                   ("user_factors", "item_factors", "user_pref", "item_mid", "item_bias", "user_price_sens", "item_log_price")}
-        with atomic_file(directory / "oracle.safetensors") as tmp:
+        with atomic_file(directory / ORACLE_ARRAYS) as tmp:
             save_file(arrays, str(tmp))
         write_bytes(json.dumps({"user_ids": self.user_ids.tolist(), "item_ids": self.item_ids.tolist()}).encode(),
-                    directory / "oracle.json")
+                    directory / ORACLE_IDS)
 
     @classmethod
     def load(cls, directory: str | Path) -> "OracleScorer":
         directory = as_path(directory)
-        ids = json.loads((directory / "oracle.json").read_text())
-        arrays = load_safetensors(bytes((directory / "oracle.safetensors").read_bytes()))
+        ids = json.loads((directory / ORACLE_IDS).read_text())
+        arrays = load_safetensors(bytes((directory / ORACLE_ARRAYS).read_bytes()))
         return cls(user_ids=np.array(ids["user_ids"]), item_ids=np.array(ids["item_ids"]), **arrays)
 
 
@@ -162,7 +162,7 @@ class SyntheticDataset:
         directory = Path(directory)
         for name, frame, kind in (("users", self.users, "users"), ("items", self.items, "items"),
                                   ("interactions", self.interactions, "interactions")):
-            write_parquet(conform(frame, kind, f"generated {name}"), directory / f"recommendation_{name}.parquet")
+            write_parquet(conform(frame, kind, f"generated {name}"), directory / exported_table_file(name))
         write_bytes(json.dumps(self.category_tree, indent=2).encode(), directory / "category_tree.json")
         write_bytes(json.dumps(asdict(self.config), indent=2).encode(), directory / "generator_config.json")
         self.oracle.save(directory)

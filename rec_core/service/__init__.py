@@ -5,6 +5,7 @@ Run it with `python -m rec_core.service --root data/artifacts` (loopback, port 8
 Any address other than loopback needs `REC_SERVICE_TOKEN` (see `rec_core.service.security`).
 """
 
+from rec_core.data.paths import default_artifact_root
 from rec_core.service.app import ServiceSettings, create_app
 from rec_core.service.live import LiveRecommender
 from rec_core.service.security import TOKEN_ENV, BindRefused, check_bind
@@ -34,4 +35,4 @@ def app_from_environment():
 
     token = os.environ.get(TOKEN_ENV) or None
     check_bind("127.0.0.1", token)  # validates the token; the bind address is uvicorn's, guarded per request
-    return load_service(os.environ.get("REC_ARTIFACT_ROOT", "data/artifacts"), ServiceSettings(token=token))
+    return load_service(default_artifact_root(), ServiceSettings(token=token))

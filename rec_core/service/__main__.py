@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 
+from rec_core.data.paths import default_artifact_root
 from rec_core.service import (
     TOKEN_ENV,
     BindRefused,
@@ -20,9 +21,9 @@ from rec_core.service import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rec_core.service", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=os.environ.get("REC_ARTIFACT_ROOT", "data/artifacts"),
+    parser.add_argument("--root", default=default_artifact_root(),
                         help="artifact root of a materialization (default: $REC_ARTIFACT_ROOT, else data/artifacts)")
     parser.add_argument("--host", default="127.0.0.1", help=f"listen address; anything but loopback needs {TOKEN_ENV}")
     parser.add_argument("--port", type=int, default=8000)
@@ -31,7 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-upload-mb", type=float, default=ServiceSettings.max_upload_bytes / 2**20,
                         help="largest image upload accepted, in MiB")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request (load tests)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     token = os.environ.get(TOKEN_ENV) or None
     try:
         check_bind(args.host, token)

@@ -17,6 +17,7 @@ route that reads a body) stops bodies that do not declare their length once they
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import json
@@ -36,15 +37,24 @@ def is_loopback(host: str) -> bool:
     """True when every address `host` names is a loopback address (an empty host means all interfaces)."""
     if not host:
         return False
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
+    literal = _literal_is_loopback(host)
+    if literal is not None:
+        return literal
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except socket.gaierror:
         return False
     return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+@functools.lru_cache(maxsize=64)
+def _literal_is_loopback(host: str) -> bool | None:
+    """Whether an IP address literal is loopback; None when `host` is a name. Cached because the gate
+    asks it about the listening address on every request, and parsing costs more than the rest of it."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return None
 
 
 def check_bind(host: str, token: str | None) -> None:
