@@ -151,7 +151,7 @@ def _share_threads(processes: int) -> None:
 
 
 def _worker(rank: int, processes: int, store_file: str, data: TrainingData, config: TrainingConfig, device: str,
-            checkpoint_dir: str | None, directory: str, progress: bool, epochs) -> None:
+            checkpoint_dir: str | None, directory: str, progress: bool, epochs, report_batches: bool) -> None:
     from safetensors.torch import save_model
 
     from rec_core.training import train_two_tower
@@ -164,7 +164,9 @@ def _worker(rank: int, processes: int, store_file: str, data: TrainingData, conf
     dist.init_process_group(_backend(device), store=store, rank=rank, world_size=processes)
     try:
         trained = train_two_tower(data, config, device=rank_device, checkpoint_dir=checkpoint_dir,
-                                  progress=progress and rank == 0, on_epoch=epochs.put if rank == 0 else None)
+                                  progress=progress and rank == 0, on_epoch=epochs.put if rank == 0 else None,
+                                  on_batch=(lambda done, total: epochs.put((done, total))) if rank == 0 and report_batches
+                                  else None)
         save_model(trained.model, str(rank_weights(directory, rank)))
         if rank == 0:
             (Path(directory) / RESULT).write_text(json.dumps({
@@ -176,11 +178,13 @@ def _worker(rank: int, processes: int, store_file: str, data: TrainingData, conf
 
 def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, directory: str | os.PathLike,
               device: str = "cpu", checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
-              on_epoch: Callable[[dict], None] | None = None) -> None:
+              on_epoch: Callable[[dict], None] | None = None,
+              on_batch: Callable[[int, int], None] | None = None) -> None:
     """Trains with `processes` local ranks; each leaves its best weights in `directory` (rank 0 also `RESULT`).
 
     `on_epoch` is called in this process with rank 0's history rows as they finish; an exception it
-    raises stops every rank and propagates, as it would stop `train_two_tower`.
+    raises stops every rank and propagates, as it would stop `train_two_tower`. `on_batch` gets rank
+    0's (batches done, batches in the epoch), polled with the epochs.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
@@ -191,13 +195,14 @@ def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, direct
     with tempfile.TemporaryDirectory(prefix="rec-ranks-") as rendezvous:
         ranks = torch.multiprocessing.start_processes(
             _worker, args=(processes, str(Path(rendezvous) / "store"), data, config, device,
-                           None if checkpoint_dir is None else str(checkpoint_dir), str(directory), progress, epochs),
+                           None if checkpoint_dir is None else str(checkpoint_dir), str(directory), progress, epochs,
+                           on_batch is not None),
             nprocs=processes, join=False, start_method="spawn")
         try:
             finished = False
             while not finished:
                 finished = ranks.join(timeout=0.2)
-                _forward_epochs(epochs, on_epoch)
+                _forward_epochs(epochs, on_epoch, on_batch)
         except BaseException:
             for process in ranks.processes:
                 if process.is_alive():
@@ -207,14 +212,18 @@ def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, direct
             raise
 
 
-def _forward_epochs(epochs, on_epoch: Callable[[dict], None] | None) -> None:
+def _forward_epochs(epochs, on_epoch: Callable[[dict], None] | None, on_batch: Callable[[int, int], None] | None) -> None:
+    """Hands rank 0's messages to the callbacks in order: a history row (dict) or (batches done, batches in epoch)."""
     while True:
         try:
-            row = epochs.get_nowait()
+            message = epochs.get_nowait()
         except queue.Empty:
             return
-        if on_epoch is not None:
-            on_epoch(row)
+        if isinstance(message, tuple):
+            if on_batch is not None:
+                on_batch(*message)
+        elif on_epoch is not None:
+            on_epoch(message)
 
 
 def collect_ranks(directory: str | os.PathLike, data: TrainingData, config: TrainingConfig,
@@ -241,7 +250,8 @@ def collect_ranks(directory: str | os.PathLike, data: TrainingData, config: Trai
 
 def train_distributed(data: TrainingData, config: TrainingConfig | None = None, processes: int = 2,
                       device: str = "cpu", checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
-                      on_epoch: Callable[[dict], None] | None = None) -> TrainedTwoTower:
+                      on_epoch: Callable[[dict], None] | None = None,
+                      on_batch: Callable[[int, int], None] | None = None) -> TrainedTwoTower:
     """`train_two_tower` over `processes` local ranks (DDP); returns rank 0's best model, on the CPU.
 
     One process is `train_two_tower` itself. `device="cuda"` puts one rank on each visible GPU.
@@ -251,9 +261,9 @@ def train_distributed(data: TrainingData, config: TrainingConfig | None = None, 
     config = config or TrainingConfig()
     if processes == 1:
         return train_two_tower(data, config, device=device, checkpoint_dir=checkpoint_dir, progress=progress,
-                               on_epoch=on_epoch)
+                               on_epoch=on_epoch, on_batch=on_batch)
     with tempfile.TemporaryDirectory(prefix="rec-ddp-") as directory:
-        run_ranks(data, config, processes, directory, device, checkpoint_dir, progress, on_epoch)
+        run_ranks(data, config, processes, directory, device, checkpoint_dir, progress, on_epoch, on_batch)
         return collect_ranks(directory, data, config, processes)
 
 

@@ -10,6 +10,10 @@ A long update can checkpoint: every so often it writes the rows encoded so far a
 in a checkpoint folder, and the next update reuses those rows under the same rule as the previous
 table's, so a run killed midway loses at most the last interval of encoding. Given a `Progress`,
 an update encodes in chunks and reports the rows done, their rate and an ETA after each.
+
+Identical inputs are encoded once: at 200,000 users the preference sentences take about 1,500
+distinct values, so the encoder sees each distinct text once and its vector is copied to every
+row (and vector column) that holds it.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class EmbeddingUpdate:
     reused: int  # rows whose vectors were all copied from the previous table
     encoded_vectors: int  # vectors encoded (a row whose description alone changed counts one)
     encode_seconds: float  # time spent in the encoder
+    distinct_inputs: int = 0  # inputs the encoder saw: the encoded vectors' inputs, each distinct one once
 
     @property
     def rows_per_s(self) -> float:
@@ -169,12 +174,13 @@ def update_embeddings(
 
     `inputs` maps each vector column to its per-row inputs (texts, image paths...) and `hashes` to
     their hashes; the stored `input_hash` joins a row's per-column hashes with '-', so a changed
-    description re-encodes the description alone. Without a checkpoint everything to encode goes
-    through `encoder.encode` in one call ([n, dimension] float32); with one, rows saved there by a
-    killed run are reused like rows of `previous`, encoding goes in chunks with a part saved every
+    description re-encodes the description alone. Each distinct input is encoded once, whichever
+    rows and columns hold it. Without a checkpoint everything to encode goes through `encoder.encode`
+    in one call ([distinct inputs, dimension] float32); with one, rows saved there by a killed run are
+    reused like rows of `previous`, encoding goes in chunks with a part saved every
     `checkpoint.every_s` seconds, and the folder is removed at the end. With a `progress`, encoding
-    goes in chunks too (`checkpoint.chunk_rows`, else `Checkpoint.chunk_rows`), each reported there.
-    The encoder is untouched when all is reused.
+    goes in chunks too (`checkpoint.chunk_rows`, else `Checkpoint.chunk_rows`), each reported there
+    in rows. The encoder is untouched when all is reused.
     """
     keys = [str(k) for k in keys]
     columns = list(inputs)
@@ -185,67 +191,85 @@ def update_embeddings(
     todo = {column: np.flatnonzero(reuse_from[column] < 0) for column in columns}
     n_todo = sum(len(rows) for rows in todo.values())
     dimension = encoder.dimension if n_todo or candidates.empty else embedding_matrix(candidates, columns[0]).shape[1]
-    matrices = {}
+    vectors = np.zeros((len(columns), n, dimension), dtype=np.float32)  # one block, so a slot is one flat index
+    matrices = {column: vectors[position] for position, column in enumerate(columns)}  # views: [n, dimension]
     for column in columns:
-        matrices[column] = np.zeros((n, dimension), dtype=np.float32)  # [n, dimension]
         kept = reuse_from[column] >= 0
         if kept.any():
             matrices[column][kept] = embedding_matrix(candidates, column)[reuse_from[column][kept]]
     input_hash = ["-".join(parts) for parts in zip(*(hashes[c] for c in columns))] if columns else [""] * n
-    if checkpoint is None and progress is None:
-        seconds = _encode_rows(encoder, inputs, todo, matrices)
-    else:
-        seconds = _encode_in_chunks(encoder, inputs, todo, matrices, checkpoint, progress or Progress(key_column),
-                                    lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id,
-                                                             input_hash, rows, dimension))
+    plan = _DistinctInputs(inputs, todo, n)
+    chunked = checkpoint is not None or progress is not None
+    seconds = _encode_in_chunks(encoder, plan, vectors.reshape(-1, dimension), checkpoint,
+                                progress or Progress(key_column), chunked,
+                                lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, rows,
+                                                         dimension))
     table = _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, np.arange(n), dimension=None)
-    rows_encoded = len(np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()])))
+    rows_encoded = len(plan.rows)
     if checkpoint is not None and checkpoint.clear_when_done:
         clear_checkpoint(checkpoint.directory)
     return EmbeddingUpdate(table=table, dimension=dimension, encoded=rows_encoded, reused=n - rows_encoded,
-                           encoded_vectors=n_todo, encode_seconds=seconds)
+                           encoded_vectors=n_todo, encode_seconds=seconds, distinct_inputs=len(plan.values))
 
 
-def _encode_rows(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
-                 matrices: dict[str, np.ndarray]) -> float:
-    """Encodes the `todo` rows of every column in one call into `matrices`; returns the seconds spent."""
-    columns = list(todo)
-    if not sum(len(rows) for rows in todo.values()):
-        return 0.0
-    start = time.perf_counter()
-    encoded = np.asarray(encoder.encode([inputs[c][int(i)] for c in columns for i in todo[c]]), dtype=np.float32)
-    seconds = time.perf_counter() - start
-    offset = 0
-    for column in columns:
-        matrices[column][todo[column]] = encoded[offset : offset + len(todo[column])]
-        offset += len(todo[column])
-    return seconds
+class _DistinctInputs:
+    """The vector slots to encode, ordered by row, and the distinct inputs among them in order of first use.
+
+    A slot is one (vector column, row) and `slots` its flat index into the [columns * n, dimension]
+    block of vectors. Because distinct inputs are numbered in order of first use, the inputs first
+    needed by any run of consecutive rows are a contiguous range of `values`, so a chunk of rows
+    encodes one slice and copies the rest from slots already filled: linear in the slots.
+    """
+
+    def __init__(self, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray], n: int):
+        columns = list(todo)
+        rows = np.concatenate([np.zeros(0, np.int64), *(todo[c] for c in columns)])
+        positions = np.concatenate([np.zeros(0, np.int64), *(np.full(len(todo[c]), p) for p, c in enumerate(columns))])
+        order = np.argsort(rows, kind="stable")
+        self.slot_rows, slot_columns = rows[order], positions[order]  # [slots], rows ascending
+        self.slots = slot_columns * n + self.slot_rows  # [slots]
+        values = np.empty(len(order), dtype=object)  # object: inputs may be paths, kept as given
+        values[:] = [inputs[columns[c]][int(r)] for c, r in zip(slot_columns, self.slot_rows, strict=True)]
+        self.codes, self.values = pd.factorize(values, use_na_sentinel=False)  # codes [slots]: index into values
+        self.first_use = np.unique(self.codes, return_index=True)[1]  # [values]: ascending slot of first use
+        self.rows = np.unique(self.slot_rows)  # rows with anything to encode
 
 
-def _encode_in_chunks(encoder: Encoder, inputs: Mapping[str, Sequence], todo: dict[str, np.ndarray],
-                      matrices: dict[str, np.ndarray], checkpoint: Checkpoint | None, progress: Progress,
-                      rows_table) -> float:
-    """`_encode_rows` over chunks of rows, each reported to `progress`; with a checkpoint, the finished
-    rows are saved as a part every `checkpoint.every_s`.
+def _encode_in_chunks(encoder: Encoder, plan: _DistinctInputs, flat_vectors: np.ndarray, checkpoint: Checkpoint | None,
+                      progress: Progress, chunked: bool, rows_table) -> float:
+    """Encodes `plan` into `flat_vectors` ([columns * n, dimension]), each distinct input once; returns the
+    seconds spent in the encoder. Unless `chunked`, in one encoder call; else in chunks of rows, each
+    reported to `progress`, and with a checkpoint the finished rows are saved as a part every
+    `checkpoint.every_s`.
 
     A part holds complete rows (every vector column), so the next run can reuse them as they are.
     Part names carry a per-run token: parts of an earlier killed run are kept until a run completes.
     """
-    rows = np.unique(np.concatenate([np.zeros(0, np.int64), *todo.values()]))  # rows with anything to encode
-    chunk_rows = max(1, checkpoint.chunk_rows if checkpoint else Checkpoint.chunk_rows)
+    rows = plan.rows
+    chunk_rows = max(1, checkpoint.chunk_rows if checkpoint else Checkpoint.chunk_rows) if chunked else max(1, len(rows))
     run_token = uuid.uuid4().hex[:8]
     seconds, unsaved_from, parts, last_save = 0.0, 0, 0, time.perf_counter()
+    slot_from, value_from = 0, 0
     progress.start(len(rows))
     for begin in range(0, len(rows), chunk_rows):
         chunk = rows[begin : begin + chunk_rows]
-        seconds += _encode_rows(encoder, inputs, {c: np.intersect1d(todo[c], chunk) for c in todo}, matrices)
+        slot_to = int(np.searchsorted(plan.slot_rows, chunk[-1], side="right"))
+        value_to = int(np.searchsorted(plan.first_use, slot_to))  # inputs first used in this chunk's slots
+        if value_to > value_from:  # a chunk of repeats alone has nothing new to encode
+            start = time.perf_counter()
+            encoded = np.asarray(encoder.encode(list(plan.values[value_from:value_to])), dtype=np.float32)
+            seconds += time.perf_counter() - start
+            flat_vectors[plan.slots[plan.first_use[value_from:value_to]]] = encoded
+        chunk_slots = plan.slots[slot_from:slot_to]
+        flat_vectors[chunk_slots] = flat_vectors[plan.slots[plan.first_use[plan.codes[slot_from:slot_to]]]]
+        slot_from, value_from = slot_to, value_to
         finished = begin + len(chunk)
-        progress.advance(len(chunk))
+        progress.advance(len(chunk), note=f"{value_to:,} distinct inputs encoded")
         if checkpoint and finished < len(rows) and time.perf_counter() - last_save >= checkpoint.every_s:
             storage.write_parquet(rows_table(rows[unsaved_from:finished]),
                                   storage.as_path(checkpoint.directory) / f"part-{run_token}-{parts:05d}.parquet")
             unsaved_from, parts, last_save = finished, parts + 1, time.perf_counter()
-    progress.finish()
+    progress.finish(note=f"{value_from:,} distinct inputs encoded")
     return seconds
 
 

@@ -128,8 +128,7 @@ class FittedPreprocessing:
         return self._id_rows("user_ids", self.user_ids, user_ids)
 
     def _id_rows(self, name: str, vocabulary: list[str], ids) -> np.ndarray:
-        lookup = self._lookup(name, vocabulary)
-        return pd.Series(ids, dtype=object).astype(str).map(lookup).fillna(0).to_numpy(np.int64)
+        return self._lookup(name, vocabulary).get_indexer(pd.Index(ids, dtype=object).astype(str)) + 1
 
     def transform_items(
         self,
@@ -194,9 +193,9 @@ class FittedPreprocessing:
         if interactions is None or len(interactions) == 0 or length == 0:
             return torch.from_numpy(history)
         frame = positive_interactions(interactions)[["user_id", "item_id", "timestamp"]].copy()
-        frame["row"] = frame["user_id"].astype(str).map(self._lookup_positions(user_ids))
+        frame["row"] = _positions(pd.Index(user_ids, dtype=object), frame["user_id"].astype(str))
         frame["item"] = self.item_id_index(frame["item_id"].to_numpy())
-        frame = frame[frame["row"].notna() & (frame["item"] > 0)]
+        frame = frame[(frame["row"] >= 0) & (frame["item"] > 0)]
         if frame.empty:
             return torch.from_numpy(history)
         frame = frame.sort_values(["row", "timestamp", "item"], kind="stable")
@@ -233,23 +232,23 @@ class FittedPreprocessing:
         return cls.from_json(Path(path).read_text())
 
     # ---- helpers ------------------------------------------------------------------------
-    def _lookup(self, name: str, vocabulary: list[str]) -> dict[str, int]:
+    def _lookup(self, name: str, vocabulary: list[str]) -> pd.Index:
+        """The vocabulary as an index (kept: its hash table is built once); value v has code position + 1."""
         if name not in self._lookups:
-            self._lookups[name] = {value: index + 1 for index, value in enumerate(vocabulary)}
+            self._lookups[name] = pd.Index(vocabulary, dtype=object)
+            if not self._lookups[name].is_unique:
+                raise ValueError(f"preprocessing vocabulary '{name}' repeats values; refit the preprocessing")
         return self._lookups[name]
 
-    @staticmethod
-    def _lookup_positions(ids: list[str]) -> dict[str, int]:
-        return {value: index for index, value in enumerate(ids)}
-
     def _encode_nodes(self, pipes: pd.Series) -> np.ndarray:
-        lookup = self._lookup("nodes", self.category_nodes)
-        encoded = [[lookup.get(n, 0) for n in split_pipe(p)] for p in pipes]
-        encoded = [[i for i in row if i] for row in encoded]
-        width = max((len(row) for row in encoded), default=0) or 1
-        out = np.zeros((len(encoded), width), np.int64)
-        for r, row in enumerate(encoded):
-            out[r, : len(row)] = row
+        """[n, widest] codes of the known nodes of each pipe-separated value, left-aligned, 0-padded."""
+        paths = [split_pipe(p) for p in pipes]
+        owner = np.repeat(np.arange(len(paths)), [len(path) for path in paths])
+        codes = self._lookup("nodes", self.category_nodes).get_indexer([n for path in paths for n in path]) + 1
+        owner, codes = owner[codes > 0], codes[codes > 0]
+        counts = np.bincount(owner, minlength=len(paths))
+        out = np.zeros((len(paths), max(int(counts.max(initial=0)), 1)), np.int64)
+        out[owner, np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)] = codes
         return out
 
 
@@ -311,10 +310,6 @@ data_preproccess = data_preprocess
 
 
 # ---- raw feature extraction (before standardization) ---------------------------------------
-def _is_missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
 def _category_levels(categories: pd.Series, levels: int) -> list[pd.Series]:
     """Taxonomy prefixes of depth 1..levels-1 plus the full path, as strings (None when too shallow)."""
     paths = [split_pipe(c) for c in categories]
@@ -378,8 +373,21 @@ def _standardize(values: np.ndarray, mean: list[float], std: list[float]) -> np.
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _encode(values: pd.Series, lookup: dict[str, int]) -> np.ndarray:
-    return pd.Series(values, dtype=object).map(lambda v: 0 if _is_missing(v) else lookup.get(str(v), 0)).to_numpy(np.int64)
+def _encode(values: pd.Series, vocabulary: pd.Index) -> np.ndarray:
+    """Code of each value as a string (position in `vocabulary` + 1); 0 when missing or outside the vocabulary."""
+    values = pd.Series(values, dtype=object)
+    codes = vocabulary.get_indexer(values.astype(str)) + 1
+    codes[values.isna().to_numpy()] = 0
+    return codes.astype(np.int64)
+
+
+def _positions(ids: pd.Index, values) -> np.ndarray:
+    """Position of each of `values` in `ids` (the last one when an id repeats), -1 when absent."""
+    if ids.is_unique:
+        return ids.get_indexer(values)
+    last = ~ids.duplicated(keep="last")
+    found = ids[last].get_indexer(values)
+    return np.where(found >= 0, np.flatnonzero(last)[found], -1)
 
 
 def _embedding_dim(table: pd.DataFrame | None, column: str) -> int:

@@ -299,11 +299,13 @@ def train_two_tower(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> TrainedTwoTower:
     """Trains to early stop on validation recall@k; returns the best epoch's model (on the CPU).
 
     `on_epoch` receives each epoch's history row as it finishes (progress logs, search pruning:
-    an exception raised there stops training).
+    an exception raised there stops training). `on_batch` receives (batches done, batches in the
+    epoch) after each optimizer step, so an epoch too long to wait for can report its progress.
     """
     config = config or TrainingConfig()
     torch.manual_seed(config.seed)
@@ -336,7 +338,7 @@ def train_two_tower(
         order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
         order = ranks.epoch_share(order).to(device)  # this rank's examples of the epoch
         model.train()
-        loss_sum, batches = 0.0, 0
+        loss_sum, batches, epoch_batches = 0.0, 0, math.ceil(len(order) / batch_size)
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             loss = batch_loss(model, users, items, history_table, item_log_q, example_users[batch], example_items[batch],
@@ -346,6 +348,8 @@ def train_two_tower(
             optimizer.step()
             loss_sum += float(loss.detach())
             batches += 1
+            if on_batch is not None:
+                on_batch(batches, epoch_batches)
         recall = ranks.from_main(lambda: validation_recall(model, data, device, k))  # rank 0 decides for all
         seconds = time.perf_counter() - started
         state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(batches, 1), f"validation_recall_at_{k}": recall, "seconds": seconds})

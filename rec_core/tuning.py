@@ -106,7 +106,8 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
     """Searches on `data.validation`, returns the best trial's configuration and model.
 
     `log` gets a line per finished trial; `progress` reports each trial's epochs as they finish
-    (its ETA is to `max_epochs`: early stopping usually ends sooner).
+    (its ETA is to `max_epochs`: early stopping usually ends sooner) and, within an epoch that
+    outlasts its interval, the batches done (ETA to the epoch's end).
 
     With `checkpoint_dir`, each trial checkpoints every epoch under `trial-N/`. The seeded sampler
     proposes the same trials again after an interruption, so a rerun replays finished trials from
@@ -132,6 +133,13 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
         trial_started = time.perf_counter()
         recalls: list[float] = []
         epochs = progress.stage(f"trial {trial.number}", unit="epochs").start(config.max_epochs)
+        epoch_batches: Progress | None = None  # the running epoch's reporter
+
+        def report_batch(done: int, total: int) -> None:
+            nonlocal epoch_batches
+            if done == 1:  # epochs reported so far (restored ones included) + 1 is the running one
+                epoch_batches = progress.stage(f"trial {trial.number} epoch {len(recalls) + 1}", unit="batches").start(total)
+            epoch_batches.advance(1)  # throttled; the epoch's own line closes it
 
         def report(row: dict) -> None:
             recalls.append(row[metric])
@@ -144,7 +152,8 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
         record = {"trial": trial.number, "params": params}
         try:
             trained = train_distributed(data, config, processes=config.processes, device=device, on_epoch=report,
-                                      checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")
+                                        on_batch=report_batch,
+                                        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")
         except optuna.TrialPruned:
             epochs.finish(note="pruned")
             records.append(record | {"state": "pruned", "validation_recall": max(recalls), "epochs": len(recalls),

@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/install_system.sh
 source scripts/env.sh
+# lint and format are part of the suite: configured in pyproject.toml ([tool.ruff])
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 export REC_ARTIFACT_ROOT="$(mktemp -d)/artifacts"   # tests never touch the user's artifacts
 status=0
 .venv/bin/python -m pytest -q "$@" || status=$?

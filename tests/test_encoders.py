@@ -182,3 +182,40 @@ def test_clip_on_cuda_in_fp16_matches_cpu(tiny_clip_dir):
     gpu = ClipEncoder(str(tiny_clip_dir), device="cuda").encode_image(images)
     cpu = ClipEncoder(str(tiny_clip_dir), device="cpu").encode_image(images)
     np.testing.assert_allclose(gpu, cpu, atol=2e-2)
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 4])  # one encoder call, or chunks whose repeats span chunks
+def test_repeated_texts_encode_once_and_each_row_gets_its_texts_vector(tmp_path, chunk_rows):
+    from rec_core.embeddings import Checkpoint
+    from rec_core.progress import Progress
+
+    ids = [f"I{i:03d}" for i in range(30)]
+    names = [f"item {i % 4}" for i in range(30)]
+    descriptions = ["item 0" if i % 3 == 0 else "" if i % 5 == 0 else f"about {i % 7}" for i in range(30)]
+    texts = {"name_embedding": names, "description_embedding": descriptions}  # "item 0" is in both columns
+    encoder, lines = CountingEncoder(), []
+    chunking = {} if chunk_rows is None else {
+        "checkpoint": Checkpoint(tmp_path / "parts", every_s=0.0, chunk_rows=chunk_rows),
+        "progress": Progress("item_text_embeddings", lines.append, every_s=0)}
+    update = text_embeddings("item_id", ids, texts, encoder, **chunking)
+
+    distinct = set(names) | set(descriptions)
+    encoded = [text for call in encoder.calls for text in call]
+    assert sorted(encoded) == sorted(distinct - {""})  # each distinct text once; the empty one never
+    assert (update.encoded, update.encoded_vectors, update.distinct_inputs) == (30, 60, len(distinct))
+    reference = CountingEncoder()
+    for column, column_texts in texts.items():
+        expected = np.stack([reference.encode([t])[0] if t else np.zeros(8, np.float32) for t in column_texts])
+        np.testing.assert_array_equal(embedding_matrix(update.table, column), expected)
+    assert update.table["item_id"].tolist() == ids
+    if chunk_rows is not None:  # progress counts rows and names the distinct texts encoded so far
+        assert lines[0].startswith("item_text_embeddings: 4/30 items") and "distinct inputs encoded" in lines[0]
+        assert lines[-1].startswith("item_text_embeddings: 30/30 items") and f"{len(distinct)} distinct" in lines[-1]
+
+    names[5] = names[6] = "brand new"  # two rows share one new text: one encoder input, the rest reused
+    again = text_embeddings("item_id", ids, texts, encoder, previous=update.table, **chunking)
+    assert encoder.calls[-1] == ["brand new"] and (again.encoded, again.distinct_inputs) == (2, 1)
+    new_names = embedding_matrix(again.table, "name_embedding")
+    np.testing.assert_array_equal(new_names[5], reference.encode(["brand new"])[0])
+    np.testing.assert_array_equal(np.delete(new_names, [5, 6], axis=0),
+                                  np.delete(embedding_matrix(update.table, "name_embedding"), [5, 6], axis=0))

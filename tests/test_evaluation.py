@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from rec_core.data.bundle import DataBundle
+from rec_core.data.schema import POSITIVE_INTERACTION_TYPES
 from rec_core.data.splits import split_interactions
 from rec_core.evaluation import (
     ALS_FACTORS,
@@ -71,11 +72,11 @@ def test_ranking_task_drops_reinteractions_and_users_without_heldout():
 
 def _reference_task(frame: pd.DataFrame, item_ids: list[str], target: str) -> tuple[list, set, set]:
     """(evaluated users, seen pairs, held-out pairs) of `build_ranking_task`, pair by pair in plain Python."""
-    positive = frame[frame["interaction_type"] != "negative_view"]
+    rows = list(zip(frame["user_id"], frame["item_id"], frame["interaction_type"], frame["split"], strict=True))
     earlier = {"validation": {"train"}, "test": {"train", "validation"}}[target]
-    history = {(u, i) for u, i, s in zip(positive["user_id"], positive["item_id"], positive["split"]) if s in earlier}
-    heldout = {(u, i) for u, i, s in zip(positive["user_id"], positive["item_id"], positive["split"])
-               if s == target and i in set(item_ids) and (u, i) not in history}
+    history = {(u, i) for u, i, kind, s in rows if kind in POSITIVE_INTERACTION_TYPES and s in earlier}
+    heldout = {(u, i) for u, i, kind, s in rows
+               if kind in POSITIVE_INTERACTION_TYPES and s == target and i in set(item_ids) and (u, i) not in history}
     users = sorted({u for u, _ in heldout})
     seen = {(u, i) for u, i in history if u in set(users) and i in set(item_ids)}
     return users, seen, heldout
@@ -83,7 +84,7 @@ def _reference_task(frame: pd.DataFrame, item_ids: list[str], target: str) -> tu
 
 def _pairs(task: RankingTask, matrix: sp.csr_matrix) -> set:
     rows, cols = matrix.nonzero()
-    return {(task.user_ids[r], task.item_ids[c]) for r, c in zip(rows, cols)}
+    return {(task.user_ids[r], task.item_ids[c]) for r, c in zip(rows, cols, strict=True)}
 
 
 @pytest.mark.parametrize("target", ["validation", "test"])

@@ -139,3 +139,27 @@ def test_progress_lines_reach_the_run_event_log_while_the_step_runs(tmp_path, sm
     [materialized] = [e for e in entries if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
                       and e.dagster_event.asset_key == product_images.key]
     assert max(t for t, _ in running) <= finished[0].timestamp <= materialized.timestamp  # logged during the step
+
+
+def test_training_epochs_report_batches_and_train_the_same_model(small_dataset, monkeypatch):
+    from rec_core.data.splits import split_interactions
+    from rec_core.training import TrainingConfig, prepare_training_data, train_two_tower
+    from rec_core.tuning import TuningConfig, tune_two_tower
+
+    monkeypatch.setenv(PROGRESS_INTERVAL_ENV, "0")  # a line per batch instead of one per 15 s
+    base = TrainingConfig(max_epochs=2, patience=2, batch_size=2048, seed=0)
+    data = prepare_training_data(small_dataset.users, small_dataset.items,
+                                 split_interactions(small_dataset.interactions, method="random", seed=0), config=base)
+    lines: list[str] = []
+    result = tune_two_tower(data, base, TuningConfig(trials=1), log=lambda line: None,
+                            progress=Progress("two_tower", lines.append))
+    total = -(-data.example_items.numel() // base.batch_size)
+    assert total >= 3
+    for epoch in (1, 2):
+        batches = [RUNNING.match(line) for line in lines if line.startswith(f"two_tower trial 0 epoch {epoch}:")]
+        assert all(batches) and {m["unit"] for m in batches} == {"batches"}
+        assert [m["done"] for m in batches] == [str(done) for done in range(1, total)]  # the epoch's own line ends it
+        assert {m["total"] for m in batches} == {str(total)}
+    plain = train_two_tower(data, base, progress=False)  # no hook: the hook draws nothing, so the same training
+    assert [(r["train_loss"], r["validation_recall_at_10"]) for r in result.trained.history] == \
+           [(r["train_loss"], r["validation_recall_at_10"]) for r in plain.history]

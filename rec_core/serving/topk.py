@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rec_core.filtering import FilterRule, ListsExcludedRows, UserProfile, keep_mask
 from rec_core.serving.config import RecommenderConfig
@@ -93,12 +94,18 @@ def batch_top_k(state: ServingState, user_ids: list[str], embeddings: np.ndarray
             top_rows[start + b] = -1
             top_rows[start + b, :len(found)] = [row for row, _ in found]
             top_scores[start + b, :len(found)] = [score for _, score in found]
-    listed_ids = state.attributes.item_ids[np.maximum(top_rows, 0)].tolist()  # ids in index row order
-    listed_scores = top_scores.tolist()
-    for u in np.flatnonzero(top_rows[:, -1] < 0).tolist():  # short lists: cut at the first -1
-        length = int((top_rows[u] >= 0).sum())
-        listed_ids[u], listed_scores[u] = listed_ids[u][:length], listed_scores[u][:length]
-    return pd.DataFrame({"user_id": user_ids, "top_k_item_ids": listed_ids, "top_k_scores": listed_scores})
+    item_ids, scores = ranked_lists(pa.array(state.attributes.item_ids, pa.string()), top_rows, top_scores)
+    return pd.DataFrame({"user_id": user_ids, "top_k_item_ids": pd.arrays.ArrowExtensionArray(item_ids),
+                         "top_k_scores": pd.arrays.ArrowExtensionArray(scores)})
+
+
+def ranked_lists(catalog_ids: pa.Array, rows: np.ndarray, scores: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
+    """Per-user lists of item ids (list<string>) and scores (list<double>) from [U, k] catalog rows and scores,
+    each list cut at its first -1 row. Built as Arrow arrays in bulk: no Python object per item."""
+    found = rows >= 0  # [U, k]; a short list's -1 rows come after its items
+    offsets = pa.array(np.concatenate([[0], np.cumsum(found.sum(axis=1))]), pa.int32())
+    ids = pa.ListArray.from_arrays(offsets, catalog_ids.take(pa.array(rows[found])))
+    return ids, pa.ListArray.from_arrays(offsets, pa.array(scores[found].astype(np.float64)))
 
 
 def allowed_rows(state: ServingState, profile: UserProfile | None, rules: Sequence[FilterRule],
