@@ -53,12 +53,16 @@ def build_definitions(artifact_root: str | Path) -> list:
 
     # The users table written by the `users` asset; signup_date orders its snapshots.
     users_source = FileSource(
-        name="users_source", path=str(root / table_file(views.USER_FEATURES.upstream)), timestamp_field="signup_date",
+        name="users_source",
+        path=str(root / table_file(views.USER_FEATURES.upstream)),
+        timestamp_field="signup_date",
         description="users asset parquet",
     )
     # The items table written by the `items` asset; arrival_date orders its snapshots.
     items_source = FileSource(
-        name="items_source", path=str(root / table_file(views.ITEM_FEATURES.upstream)), timestamp_field="arrival_date",
+        name="items_source",
+        path=str(root / table_file(views.ITEM_FEATURES.upstream)),
+        timestamp_field="arrival_date",
         description="items asset parquet",
     )
 
@@ -66,17 +70,27 @@ def build_definitions(artifact_root: str | Path) -> list:
         # One push source per pushed view: fresh values go online without a batch job, while the
         # Feast-ready parquet copy backs materialization and historical retrieval. Pushed views never
         # expire: the latest push is the current value.
-        batch = FileSource(name=f"{view.name}_batch", path=str(copies / PUSHED_VIEW_FILES[view.name]),
-                           timestamp_field=views.EVENT_TIMESTAMP)
+        batch = FileSource(
+            name=f"{view.name}_batch",
+            path=str(copies / PUSHED_VIEW_FILES[view.name]),
+            timestamp_field=views.EVENT_TIMESTAMP,
+        )
         return FeatureView(
-            name=view.name, entities=[entities[view.key]], ttl=NO_EXPIRY, online=True,
+            name=view.name,
+            entities=[entities[view.key]],
+            ttl=NO_EXPIRY,
+            online=True,
             source=PushSource(name=view.push_source, batch_source=batch),
             schema=[Field(name=f.name, dtype=FEAST_TYPES[f.kind], description=f.description) for f in view.features],
         )
 
     # The profile fields the user tower and the backend read at request time.
     user_features = FeatureView(
-        name=views.USER_FEATURES.name, entities=[user], ttl=NO_EXPIRY, source=users_source, online=True,
+        name=views.USER_FEATURES.name,
+        entities=[user],
+        ttl=NO_EXPIRY,
+        source=users_source,
+        online=True,
         schema=[
             Field(name="preferences", dtype=String, description="Pipe-separated stated interests"),
             Field(name="age", dtype=Int32, description="Age in years; null when unknown"),
@@ -86,7 +100,11 @@ def build_definitions(artifact_root: str | Path) -> list:
     )
     # The display and ranking fields of an item, read for every recommended item.
     item_features = FeatureView(
-        name=views.ITEM_FEATURES.name, entities=[item], ttl=NO_EXPIRY, source=items_source, online=True,
+        name=views.ITEM_FEATURES.name,
+        entities=[item],
+        ttl=NO_EXPIRY,
+        source=items_source,
+        online=True,
         schema=[
             Field(name="product_name", dtype=String),
             Field(name="category", dtype=String, description="Pipe-separated taxonomy path"),
@@ -122,7 +140,9 @@ def build_definitions(artifact_root: str | Path) -> list:
     )
     # What the backend reads for each recommended item to display it.
     item_display = FeatureService(
-        name=views.ITEM_DISPLAY_SERVICE, features=[item_features], description="Display fields of recommended items",
+        name=views.ITEM_DISPLAY_SERVICE,
+        features=[item_features],
+        description="Display fields of recommended items",
     )
     # The item-side inputs a re-ranker or the item tower reads online.
     item_vectors = FeatureService(
@@ -132,8 +152,21 @@ def build_definitions(artifact_root: str | Path) -> list:
     )
 
     return [
-        project, user, item, users_source, items_source,
-        user_features, item_features, item_text_embeddings, item_clip_embeddings, item_tower_embeddings,
-        user_text_embeddings, user_tower_embeddings, user_recommendations, user_history,
-        user_serving, item_display, item_vectors,
+        project,
+        user,
+        item,
+        users_source,
+        items_source,
+        user_features,
+        item_features,
+        item_text_embeddings,
+        item_clip_embeddings,
+        item_tower_embeddings,
+        user_text_embeddings,
+        user_tower_embeddings,
+        user_recommendations,
+        user_history,
+        user_serving,
+        item_display,
+        item_vectors,
     ]

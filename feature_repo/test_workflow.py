@@ -13,7 +13,7 @@ The Dagster assets `feast_registry` and `feast_online_features` do the same thro
 
 import os
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +34,15 @@ def run_demo():
 
     print("\n--- Load user and item features into the online store ---")
     store.materialize(
-        start_date=datetime(1970, 1, 2, tzinfo=timezone.utc),
-        end_date=datetime.now(timezone.utc),
+        start_date=datetime(1970, 1, 2, tzinfo=UTC),
+        end_date=datetime.now(UTC),
         feature_views=list(views.BATCH_VIEWS),
     )
 
     print("\n--- Push the user tower's embeddings ---")
     tower = views.USER_TOWER_EMBEDDINGS
     embeddings = pd.read_parquet(ARTIFACT_ROOT / table_file(tower.upstream))
-    event = feast_source_frame(tower.name, embeddings, datetime.now(timezone.utc))  # renamed to the Feast names
+    event = feast_source_frame(tower.name, embeddings, datetime.now(UTC))  # renamed to the Feast names
     store.push(tower.push_source, event, to=PushMode.ONLINE)
 
     user_id = str(embeddings.user_id.iloc[0])

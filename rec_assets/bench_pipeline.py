@@ -39,7 +39,9 @@ def _step_seconds(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]
 
 def _dagster(args: list[str], env: dict) -> None:
     """Runs the dagster CLI as a user would (the default multiprocess executor)."""
-    subprocess.run([sys.executable, "-m", "dagster", *args], check=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(
+        [sys.executable, "-m", "dagster", *args], check=True, env=env, cwd=Path(__file__).resolve().parents[1]
+    )
 
 
 def _latest_run_id(instance: dg.DagsterInstance, job_name: str) -> str:
@@ -54,16 +56,31 @@ def bench_environment(workdir: Path) -> tuple[Path, dict]:
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), ARTIFACT_ROOT_ENV: str(workdir / "artifacts"),
-           "REC_LANDING_DIR": str(workdir / "landing"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        ARTIFACT_ROOT_ENV: str(workdir / "artifacts"),
+        "REC_LANDING_DIR": str(workdir / "landing"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+    }
     return home, env
 
 
 def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int) -> dict[str, float]:
     home, env = bench_environment(workdir)
     config = workdir / "sizes.yaml"
-    config.write_text(yaml.safe_dump({"ops": {"source_tables": {"config": {
-        "n_users": n_users, "n_items": n_items, "n_interactions": n_interactions}}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ops": {
+                    "source_tables": {
+                        "config": {"n_users": n_users, "n_items": n_items, "n_interactions": n_interactions}
+                    }
+                }
+            }
+        )
+    )
     from rec_assets import defs
 
     results: dict[str, float] = {}
@@ -80,8 +97,9 @@ def run_benchmark(workdir: Path, n_users: int, n_items: int, n_interactions: int
     landing.mkdir(parents=True, exist_ok=True)
     fresh.to_parquet(landing / "one_percent.parquet")
     ingest_config = workdir / "ingest.yaml"
-    ingest_config.write_text(yaml.safe_dump({"ops": {"interactions": {"config": {
-        "landing_files": [str(landing / "one_percent.parquet")]}}}}))
+    ingest_config.write_text(
+        yaml.safe_dump({"ops": {"interactions": {"config": {"landing_files": [str(landing / "one_percent.parquet")]}}}})
+    )
     start = time.perf_counter()
     _dagster(["job", "execute", "-m", "rec_assets", "-j", "ingest_job", "-c", str(ingest_config)], env)
     results["pipeline_incremental_total_s"] = time.perf_counter() - start

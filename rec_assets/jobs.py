@@ -12,14 +12,18 @@ from rec_assets.assets.release import rollback_serving_release
 SERIAL_WRITER_TAG = {"rec/artifact_writer": "serial"}  # dagster.yaml: concurrency.runs.tag_concurrency_limits
 
 main_job = dg.define_asset_job(
-    "main_job", selection=dg.AssetSelection.all(), tags=SERIAL_WRITER_TAG,
+    "main_job",
+    selection=dg.AssetSelection.all(),
+    tags=SERIAL_WRITER_TAG,
     description="Materialize every asset, raw data to the served release.",
 )
 
 RETRAIN_SELECTION = dg.AssetSelection.groups("model", "serving", "feature_store", "release")
 
 retrain_job = dg.define_asset_job(
-    "retrain_job", selection=RETRAIN_SELECTION, tags=SERIAL_WRITER_TAG,
+    "retrain_job",
+    selection=RETRAIN_SELECTION,
+    tags=SERIAL_WRITER_TAG,
     description="Retrain the two-tower model, republish serving artifacts and online features, and release them "
     "if the model passes the gate.",
 )
@@ -32,7 +36,10 @@ ingest_job = dg.define_asset_job(
 )
 
 
-@dg.job(tags=SERIAL_WRITER_TAG, description="Serve an earlier release again (config: release_id; default: the "
-        "release before the current one). CLI twin: python -m rec_core.release rollback [RELEASE_ID].")
+@dg.job(
+    tags=SERIAL_WRITER_TAG,
+    description="Serve an earlier release again (config: release_id; default: the "
+    "release before the current one). CLI twin: python -m rec_core.release rollback [RELEASE_ID].",
+)
 def rollback_release():
     rollback_serving_release()

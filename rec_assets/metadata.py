@@ -14,7 +14,9 @@ def table_preview(frame: pd.DataFrame, rows: int = 5, max_chars: int = 60) -> dg
     head = frame.head(rows).copy()
     for column in head.columns:
         if head[column].dtype == object:
-            head[column] = head[column].map(lambda v: v if not isinstance(v, str) or len(v) <= max_chars else v[:max_chars] + "…")
+            head[column] = head[column].map(
+                lambda v: v if not isinstance(v, str) or len(v) <= max_chars else v[:max_chars] + "…"
+            )
     return dg.MetadataValue.md(head.to_markdown(index=False))
 
 

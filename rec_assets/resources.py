@@ -12,6 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from rec_core import storage
+from rec_core.data.frames import to_arrow, to_pandas
 from rec_core.data.paths import ARTIFACT_ROOT_ENV, default_artifact_root, table_file
 from rec_core.embeddings import checkpoint_directory, clear_checkpoint
 from rec_core.encoders.text import TextEncoderConfig
@@ -106,14 +107,14 @@ class TableIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         path = self._path(context.asset_key)
-        storage.write_parquet(obj, path)
+        storage.write_parquet(to_arrow(obj), path)
         # Encoding checkpoints of this table are obsolete only now that the table is safely written.
         clear_checkpoint(checkpoint_directory(self.root or default_artifact_root(), context.asset_key.path[-1]))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         path = self._path(context.asset_key)
-        return storage.read_parquet(path).to_pandas()
+        return to_pandas(storage.read_parquet(path))
 
 
 def resources_for_profile(profile: str | None = None) -> dict:

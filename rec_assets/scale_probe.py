@@ -57,8 +57,13 @@ def step_peak_rss(context: dg.HookContext) -> None:
     context.log.info(f"{PEAK_RSS_MESSAGE} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}")
 
 
-scale_job = dg.define_asset_job(SCALE_JOB, selection=main_job.selection, tags=main_job.tags, hooks={step_peak_rss},
-                                description="main_job with each step's peak RSS logged (bench scale).")
+scale_job = dg.define_asset_job(
+    SCALE_JOB,
+    selection=main_job.selection,
+    tags=main_job.tags,
+    hooks={step_peak_rss},
+    description="main_job with each step's peak RSS logged (bench scale).",
+)
 
 defs = dg.Definitions.merge(rec_assets.defs, dg.Definitions(jobs=[scale_job]))
 
@@ -111,7 +116,7 @@ def _step_logs(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, flo
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None and record.step_key and record.user_message.startswith(PEAK_RSS_MESSAGE):
-            peaks[record.step_key] = float(record.user_message[len(PEAK_RSS_MESSAGE):])
+            peaks[record.step_key] = float(record.user_message[len(PEAK_RSS_MESSAGE) :])
         elif event is not None and event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             checks[event.step_key] = event.event_specific_data.asset_check_key.name
     return peaks, checks
@@ -127,11 +132,24 @@ def measure_run(workdir: Path, run_config: dict) -> dict:
     home, env = bench_environment(workdir)
     config_path = workdir / "run_config.yaml"
     config_path.write_text(yaml.safe_dump(run_config))
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "rec_assets.scale_probe", "-j", SCALE_JOB,
-               "-c", str(config_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "rec_assets.scale_probe",
+        "-j",
+        SCALE_JOB,
+        "-c",
+        str(config_path),
+    ]
     start = time.perf_counter()
-    with (subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1]) as process,
-          TreeMemorySampler(process.pid) as memory):
+    with (
+        subprocess.Popen(command, env=env, cwd=Path(__file__).resolve().parents[1]) as process,
+        TreeMemorySampler(process.pid) as memory,
+    ):
         returncode = process.wait()
     total_s = time.perf_counter() - start
     if returncode:
@@ -144,16 +162,24 @@ def measure_run(workdir: Path, run_config: dict) -> dict:
     for step, step_seconds in sorted(seconds.items()):
         for name in _keys_of_step(defs, step) or [f"check_{checks.get(step, step)}"]:
             steps[name] = {"s": step_seconds, "peak_rss_mb": peaks.get(step, float("nan"))}
-    return {"total_s": total_s, "peak_pss_mb": memory.peak_pss_mb, "peak_rss_sum_mb": memory.peak_rss_sum_mb,
-            "processes": len(memory.processes_seen), "steps": steps}
+    return {
+        "total_s": total_s,
+        "peak_pss_mb": memory.peak_pss_mb,
+        "peak_rss_sum_mb": memory.peak_rss_sum_mb,
+        "processes": len(memory.processes_seen),
+        "steps": steps,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-config", type=Path, required=True, help="the run config (YAML or JSON)")
     parser.add_argument("--json", type=Path, required=True, help="where to write the measurements")
-    parser.add_argument("--workdir", type=Path, help="keep the Dagster home and artifacts here (default: a temporary "
-                        "directory, deleted afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the Dagster home and artifacts here (default: a temporary directory, deleted afterwards)",
+    )
     args = parser.parse_args(argv)
     run_config = yaml.safe_load(args.run_config.read_text())
     if args.workdir:

@@ -20,8 +20,12 @@ def landing_dir() -> Path:
     return Path(os.environ.get("REC_LANDING_DIR", Path.cwd() / "data" / "landing"))
 
 
-@dg.sensor(job=ingest_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Watches the landing directory for new interaction files (parquet or CSV).")
+@dg.sensor(
+    job=ingest_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the landing directory for new interaction files (parquet or CSV).",
+)
 def interaction_landing_sensor(context: dg.SensorEvaluationContext):
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     accepted, rejected = [], []

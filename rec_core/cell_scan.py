@@ -28,11 +28,19 @@ class CellScanner:
     instead of as one serial copy up front, and no second copy of the catalog is kept.
     """
 
-    def __init__(self, rows: np.ndarray, vectors: np.ndarray, offsets: np.ndarray, n_items: int,
-                 positions: np.ndarray | None = None):
+    def __init__(
+        self,
+        rows: np.ndarray,
+        vectors: np.ndarray,
+        offsets: np.ndarray,
+        n_items: int,
+        positions: np.ndarray | None = None,
+    ):
         self.rows = rows  # [m] int64 catalog rows, cell after cell
         self.vectors = vectors  # [n, dim] float32: the vectors `positions` point into
-        self.positions = positions  # [m] int64: the row of `vectors` of each of `rows`; None: `vectors` is in that order
+        self.positions = (
+            positions  # [m] int64: the row of `vectors` of each of `rows`; None: `vectors` is in that order
+        )
         self.offsets = offsets  # [n_cells + 1] int64: where each cell starts in `rows`
         sizes = np.diff(offsets)
         self.cell_of_row = np.full(n_items, -1, np.int64)  # [n_items]: -1 for rows in no cell (filtered out)
@@ -41,20 +49,26 @@ class CellScanner:
         self.column_of_row[rows] = np.arange(len(rows)) - np.repeat(offsets[:-1], sizes)
 
     @classmethod
-    def of(cls, index: faiss.Index, vectors: np.ndarray) -> "CellScanner":
+    def of(cls, index: faiss.Index, vectors: np.ndarray) -> CellScanner:
         if not isinstance(index, faiss.IndexIVF):
             return cls(np.arange(len(vectors), dtype=np.int64), vectors, np.array([0, len(vectors)]), len(vectors))
         invlists = index.invlists
         sizes = [invlists.list_size(cell) for cell in range(index.nlist)]
-        rows = np.concatenate([faiss.rev_swig_ptr(invlists.get_ids(cell), size) if size else np.empty(0, np.int64)
-                               for cell, size in enumerate(sizes)]).astype(np.int64)
+        rows = np.concatenate(
+            [
+                faiss.rev_swig_ptr(invlists.get_ids(cell), size) if size else np.empty(0, np.int64)
+                for cell, size in enumerate(sizes)
+            ]
+        ).astype(np.int64)
         return cls(rows, vectors, np.r_[0, np.cumsum(sizes)], len(vectors), positions=rows)
 
-    def restricted(self, allowed: np.ndarray) -> "CellScanner":
+    def restricted(self, allowed: np.ndarray) -> CellScanner:
         """The same cells holding only the rows where `allowed` [n_items] is True."""
         keep = allowed[self.rows]
         positions = np.flatnonzero(keep) if self.positions is None else self.positions[keep]
-        return CellScanner(self.rows[keep], self.vectors, np.r_[0, np.cumsum(keep)][self.offsets], len(allowed), positions)
+        return CellScanner(
+            self.rows[keep], self.vectors, np.r_[0, np.cumsum(keep)][self.offsets], len(allowed), positions
+        )
 
     def cell_vectors(self, first: int, last: int) -> np.ndarray:
         """[last - first, dim] vectors of `rows[first:last]` (a view of an exact index's, else a gather)."""
@@ -62,8 +76,16 @@ class CellScanner:
             return self.vectors[first:last]
         return self.vectors[self.positions[first:last]]
 
-    def top_k(self, queries: np.ndarray, probes: np.ndarray, k: int, ex_queries: np.ndarray, ex_rows: np.ndarray,
-              pool: ThreadPoolExecutor, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(
+        self,
+        queries: np.ndarray,
+        probes: np.ndarray,
+        k: int,
+        ex_queries: np.ndarray,
+        ex_rows: np.ndarray,
+        pool: ThreadPoolExecutor,
+        threads: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Each query's top-k (scores [q, k], rows [q, k], best first) over its probed cells [q, nprobe],
         without the (query, row) pairs in `ex_queries`/`ex_rows`.
 
@@ -75,7 +97,9 @@ class CellScanner:
         """
         q, nprobe = probes.shape
         flat = probes.reshape(-1)  # [q * nprobe]: pair p is query p // nprobe, its (p % nprobe)-th nearest cell
-        by_cell = np.argsort(flat.astype(np.uint16) if len(self.offsets) <= 1 << 16 else flat, kind="stable")  # radix sort
+        by_cell = np.argsort(
+            flat.astype(np.uint16) if len(self.offsets) <= 1 << 16 else flat, kind="stable"
+        )  # radix sort
         slot_of_pair = np.empty_like(by_cell)
         slot_of_pair[by_cell] = np.arange(len(by_cell))  # pairs grouped by cell, queries ascending within one
         query_of = by_cell // nprobe  # [q * nprobe] int64, the query of each slot
@@ -93,12 +117,21 @@ class CellScanner:
         firsts, lasts = self.offsets[cell], self.offsets[cell + 1]
         # a big cell (an exact index's only one) is scanned in blocks of queries, bounding a product's memory
         step = np.maximum(1, BLOCK_SCORES // np.maximum(1, lasts - firsts))
-        blocks = [(a, min(a + s, stop), first, last) for start, stop, first, last, s
-                  in zip(starts.tolist(), stops.tolist(), firsts.tolist(), lasts.tolist(), step.tolist())
-                  if last > first for a in range(start, stop, s)]
+        blocks = [
+            (a, min(a + s, stop), first, last)
+            for start, stop, first, last, s in zip(
+                starts.tolist(), stops.tolist(), firsts.tolist(), lasts.tolist(), step.tolist()
+            )
+            if last > first
+            for a in range(start, stop, s)
+        ]
         bounds = np.searchsorted(ex_slots, [b[0] for b in blocks] + [len(cells)]).tolist()
         work = np.cumsum([(b - a) * (last - first) for a, b, first, last in blocks])
-        cuts = [0, *np.searchsorted(work, work[-1] * np.arange(1, threads) / threads).tolist(), len(blocks)] if blocks else [0, 0]
+        cuts = (
+            [0, *np.searchsorted(work, work[-1] * np.arange(1, threads) / threads).tolist(), len(blocks)]
+            if blocks
+            else [0, 0]
+        )
 
         def scan(part: range) -> tuple[np.ndarray, np.ndarray]:
             scores = np.empty((q, k), dtype=np.float32)
@@ -113,8 +146,14 @@ class CellScanner:
                 lo, hi = bounds[i], bounds[i + 1]
                 if hi > lo:
                     block[ex_slots[lo:hi] - a, ex_columns[lo:hi]] = -np.inf
-                heaps.addn_query_subset_with_ids(b - a, faiss.swig_ptr(query_of[a:b]), last - first,
-                                                 faiss.swig_ptr(block), faiss.swig_ptr(self.rows[first:last]), 0)
+                heaps.addn_query_subset_with_ids(
+                    b - a,
+                    faiss.swig_ptr(query_of[a:b]),
+                    last - first,
+                    faiss.swig_ptr(block),
+                    faiss.swig_ptr(self.rows[first:last]),
+                    0,
+                )
             return scores, rows
 
         with faiss_threads(1):

@@ -78,9 +78,16 @@ def random_scorer(task: RankingTask, seed: int = 0) -> ScoreFunction:
     return lambda user_rows: scores[user_rows]
 
 
-def cold_item_metrics(encoder, users: pd.DataFrame, items: pd.DataFrame, splits: pd.DataFrame,
-                      cold_item_ids: list[str], item_text_embeddings: pd.DataFrame, k: int = 10,
-                      seed: int = 0) -> dict[str, dict[str, float]]:
+def cold_item_metrics(
+    encoder,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    splits: pd.DataFrame,
+    cold_item_ids: list[str],
+    item_text_embeddings: pd.DataFrame,
+    k: int = 10,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """{"two_tower" | "content" | "random": ranking metrics} on the cold-item task (see the module doc).
 
     `encoder` is a `rec_core.inference.TwoTowerEncoder`; `item_text_embeddings` holds the

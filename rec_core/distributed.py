@@ -84,7 +84,7 @@ class Ranks:
             return order
         padded = math.ceil(len(order) / self.world_size) * self.world_size
         wrapped = order[torch.arange(padded, device=order.device) % len(order)]  # the first examples again
-        return wrapped[self.rank::self.world_size]
+        return wrapped[self.rank :: self.world_size]
 
     def batch_size(self, batch_size: int) -> int:
         """Examples per rank and step: together the ranks' batches make one configured batch."""
@@ -102,8 +102,10 @@ class Ranks:
         # the buffers (each id's item content for history summaries) are set alike on every rank before training
         # and never change, so they are not re-sent every step
         ddp = torch.nn.parallel.DistributedDataParallel(
-            _LossModule(model, loss), device_ids=[parameters.device.index] if parameters.is_cuda else None,
-            broadcast_buffers=False)
+            _LossModule(model, loss),
+            device_ids=[parameters.device.index] if parameters.is_cuda else None,
+            broadcast_buffers=False,
+        )
 
         def step(called_with: torch.nn.Module, *args, **kwargs) -> torch.Tensor:
             if called_with is not model:
@@ -150,8 +152,19 @@ def _share_threads(processes: int) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
 
 
-def _worker(rank: int, processes: int, store_file: str, data: TrainingData, config: TrainingConfig, device: str,
-            checkpoint_dir: str | None, directory: str, progress: bool, epochs, report_batches: bool) -> None:
+def _worker(
+    rank: int,
+    processes: int,
+    store_file: str,
+    data: TrainingData,
+    config: TrainingConfig,
+    device: str,
+    checkpoint_dir: str | None,
+    directory: str,
+    progress: bool,
+    epochs,
+    report_batches: bool,
+) -> None:
     from safetensors.torch import save_model
 
     from rec_core.training import train_two_tower
@@ -163,23 +176,43 @@ def _worker(rank: int, processes: int, store_file: str, data: TrainingData, conf
     store = dist.FileStore(store_file, processes)
     dist.init_process_group(_backend(device), store=store, rank=rank, world_size=processes)
     try:
-        trained = train_two_tower(data, config, device=rank_device, checkpoint_dir=checkpoint_dir,
-                                  progress=progress and rank == 0, on_epoch=epochs.put if rank == 0 else None,
-                                  on_batch=(lambda done, total: epochs.put((done, total))) if rank == 0 and report_batches
-                                  else None)
+        trained = train_two_tower(
+            data,
+            config,
+            device=rank_device,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress and rank == 0,
+            on_epoch=epochs.put if rank == 0 else None,
+            on_batch=(lambda done, total: epochs.put((done, total))) if rank == 0 and report_batches else None,
+        )
         save_model(trained.model, str(rank_weights(directory, rank)))
         if rank == 0:
-            (Path(directory) / RESULT).write_text(json.dumps({
-                "history": trained.history, "best_epoch": trained.best_epoch, "train_seconds": trained.train_seconds,
-                "examples_seen": trained.examples_seen, "resumed_from_epoch": trained.resumed_from_epoch}))
+            (Path(directory) / RESULT).write_text(
+                json.dumps(
+                    {
+                        "history": trained.history,
+                        "best_epoch": trained.best_epoch,
+                        "train_seconds": trained.train_seconds,
+                        "examples_seen": trained.examples_seen,
+                        "resumed_from_epoch": trained.resumed_from_epoch,
+                    }
+                )
+            )
     finally:
         dist.destroy_process_group()
 
 
-def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, directory: str | os.PathLike,
-              device: str = "cpu", checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
-              on_epoch: Callable[[dict], None] | None = None,
-              on_batch: Callable[[int, int], None] | None = None) -> None:
+def run_ranks(
+    data: TrainingData,
+    config: TrainingConfig,
+    processes: int,
+    directory: str | os.PathLike,
+    device: str = "cpu",
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> None:
     """Trains with `processes` local ranks; each leaves its best weights in `directory` (rank 0 also `RESULT`).
 
     `on_epoch` is called in this process with rank 0's history rows as they finish; an exception it
@@ -189,15 +222,30 @@ def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, direct
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     if device.startswith("cuda") and processes > torch.cuda.device_count():
-        raise ValueError(f"{processes} processes on '{device}' need one GPU each; {torch.cuda.device_count()} are visible")
+        raise ValueError(
+            f"{processes} processes on '{device}' need one GPU each; {torch.cuda.device_count()} are visible"
+        )
     context = torch.multiprocessing.get_context("spawn")
     epochs = context.Queue()
     with tempfile.TemporaryDirectory(prefix="rec-ranks-") as rendezvous:
         ranks = torch.multiprocessing.start_processes(
-            _worker, args=(processes, str(Path(rendezvous) / "store"), data, config, device,
-                           None if checkpoint_dir is None else str(checkpoint_dir), str(directory), progress, epochs,
-                           on_batch is not None),
-            nprocs=processes, join=False, start_method="spawn")
+            _worker,
+            args=(
+                processes,
+                str(Path(rendezvous) / "store"),
+                data,
+                config,
+                device,
+                None if checkpoint_dir is None else str(checkpoint_dir),
+                str(directory),
+                progress,
+                epochs,
+                on_batch is not None,
+            ),
+            nprocs=processes,
+            join=False,
+            start_method="spawn",
+        )
         try:
             finished = False
             while not finished:
@@ -212,7 +260,9 @@ def run_ranks(data: TrainingData, config: TrainingConfig, processes: int, direct
             raise
 
 
-def _forward_epochs(epochs, on_epoch: Callable[[dict], None] | None, on_batch: Callable[[int, int], None] | None) -> None:
+def _forward_epochs(
+    epochs, on_epoch: Callable[[dict], None] | None, on_batch: Callable[[int, int], None] | None
+) -> None:
     """Hands rank 0's messages to the callbacks in order: a history row (dict) or (batches done, batches in epoch)."""
     while True:
         try:
@@ -226,8 +276,9 @@ def _forward_epochs(epochs, on_epoch: Callable[[dict], None] | None, on_batch: C
             on_epoch(message)
 
 
-def collect_ranks(directory: str | os.PathLike, data: TrainingData, config: TrainingConfig,
-                  processes: int) -> TrainedTwoTower:
+def collect_ranks(
+    directory: str | os.PathLike, data: TrainingData, config: TrainingConfig, processes: int
+) -> TrainedTwoTower:
     """Rank 0's result of `run_ranks` as a `TrainedTwoTower`, after checking every rank ended with the same weights."""
     from safetensors.torch import load_file, load_model
 
@@ -238,20 +289,36 @@ def collect_ranks(directory: str | os.PathLike, data: TrainingData, config: Trai
         weights = load_file(str(rank_weights(directory, rank)))
         drifted = sorted(name for name in reference if not torch.equal(reference[name], weights[name]))
         if drifted:
-            raise RuntimeError(f"rank {rank} ended with weights unlike rank 0's in {len(drifted)} tensor(s), "
-                               f"first {drifted[0]}: gradients were not synchronized")
+            raise RuntimeError(
+                f"rank {rank} ended with weights unlike rank 0's in {len(drifted)} tensor(s), "
+                f"first {drifted[0]}: gradients were not synchronized"
+            )
     with torch.random.fork_rng():  # building the model draws initial weights; leave the caller's generator alone
         model = build_model(data, config)
     load_model(model, str(rank_weights(directory, 0)))
     result = json.loads((Path(directory) / RESULT).read_text())
-    return TrainedTwoTower(model.eval(), data.preprocessing, config, result["history"], result["best_epoch"],
-                           result["train_seconds"], result["examples_seen"], result["resumed_from_epoch"])
+    return TrainedTwoTower(
+        model.eval(),
+        data.preprocessing,
+        config,
+        result["history"],
+        result["best_epoch"],
+        result["train_seconds"],
+        result["examples_seen"],
+        result["resumed_from_epoch"],
+    )
 
 
-def train_distributed(data: TrainingData, config: TrainingConfig | None = None, processes: int = 2,
-                      device: str = "cpu", checkpoint_dir: str | os.PathLike | None = None, progress: bool = False,
-                      on_epoch: Callable[[dict], None] | None = None,
-                      on_batch: Callable[[int, int], None] | None = None) -> TrainedTwoTower:
+def train_distributed(
+    data: TrainingData,
+    config: TrainingConfig | None = None,
+    processes: int = 2,
+    device: str = "cpu",
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[dict], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> TrainedTwoTower:
     """`train_two_tower` over `processes` local ranks (DDP); returns rank 0's best model, on the CPU.
 
     One process is `train_two_tower` itself. `device="cuda"` puts one rank on each visible GPU.
@@ -260,8 +327,15 @@ def train_distributed(data: TrainingData, config: TrainingConfig | None = None, 
 
     config = config or TrainingConfig()
     if processes == 1:
-        return train_two_tower(data, config, device=device, checkpoint_dir=checkpoint_dir, progress=progress,
-                               on_epoch=on_epoch, on_batch=on_batch)
+        return train_two_tower(
+            data,
+            config,
+            device=device,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            on_epoch=on_epoch,
+            on_batch=on_batch,
+        )
     with tempfile.TemporaryDirectory(prefix="rec-ddp-") as directory:
         run_ranks(data, config, processes, directory, device, checkpoint_dir, progress, on_epoch, on_batch)
         return collect_ranks(directory, data, config, processes)
@@ -275,8 +349,13 @@ def training_config_from_json(path: str | os.PathLike) -> TrainingConfig:
 
     values = json.loads(Path(path).read_text())
     try:
-        return TrainingConfig(**{**values, "model": TwoTowerConfig(**values.get("model", {})),
-                                 "preprocessing": PreprocessingConfig(**values.get("preprocessing", {}))})
+        return TrainingConfig(
+            **{
+                **values,
+                "model": TwoTowerConfig(**values.get("model", {})),
+                "preprocessing": PreprocessingConfig(**values.get("preprocessing", {})),
+            }
+        )
     except TypeError as error:  # an unknown key
         raise ValueError(f"{path}: not a training config: {error}") from None
 
@@ -286,11 +365,16 @@ def launch_parser() -> argparse.ArgumentParser:
     from rec_core.data.paths import MODEL_DIR
     from rec_core.tuning import TuningConfig
 
-    parser = argparse.ArgumentParser(prog="python -m rec_core.distributed",
-                                     description="One training rank: reads the tables under --root, trains, "
-                                                 "rank 0 writes the artifact.")
-    parser.add_argument("--root", required=True, help="artifact root holding the tables of `DataBundle` as "
-                                                      "<name>.parquet (users, items, interaction_splits required)")
+    parser = argparse.ArgumentParser(
+        prog="python -m rec_core.distributed",
+        description="One training rank: reads the tables under --root, trains, rank 0 writes the artifact.",
+    )
+    parser.add_argument(
+        "--root",
+        required=True,
+        help="artifact root holding the tables of `DataBundle` as "
+        "<name>.parquet (users, items, interaction_splits required)",
+    )
     parser.add_argument("--config", help="TrainingConfig as JSON (TrainingConfig.to_dict() layout); default: defaults")
     parser.add_argument("--trials", type=int, default=TuningConfig.trials, help="validation search trials (1 = none)")
     parser.add_argument("--output", help=f"where rank 0 writes the serving artifact (default: <root>/{MODEL_DIR})")
@@ -323,20 +407,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = training_config_from_json(args.config) if args.config else TrainingConfig()
         required = ("users", "items", "interaction_splits")
-        tables = DataBundle(**{name: storage.read_asset_table(args.root, name, required=name in required)
-                               for name in DataBundle.table_names()})
-        data = prepare_training_data(tables.users, tables.items, tables.interaction_splits, **tables.embeddings(),
-                                     config=config)
+        tables = DataBundle(
+            **{
+                name: storage.read_asset_table(args.root, name, required=name in required)
+                for name in DataBundle.table_names()
+            }
+        )
+        data = prepare_training_data(
+            tables.users, tables.items, tables.interaction_splits, **tables.embeddings(), config=config
+        )
         ranks = Ranks.current()
         say = print if ranks.is_main else (lambda line: None)
-        search = tune_two_tower(data, config, TuningConfig(trials=args.trials, timeout_s=None, seed=config.seed),
-                                device=device, log=say)
+        search = tune_two_tower(
+            data, config, TuningConfig(trials=args.trials, timeout_s=None, seed=config.seed), device=device, log=say
+        )
         if ranks.is_main:
             metrics = run_metrics(search, data) | {"processes": float(ranks.world_size)}
             output = args.output or storage.as_path(args.root) / MODEL_DIR
             write_artifact(search.trained, output, metrics)
-            say(f"rank 0 of {ranks.world_size}: validation recall@10 {metrics['validation_recall_at_10']:.4f}, "
-                f"artifact at {output}")
+            say(
+                f"rank 0 of {ranks.world_size}: validation recall@10 {metrics['validation_recall_at_10']:.4f}, "
+                f"artifact at {output}"
+            )
     finally:
         dist.destroy_process_group()
     return 0

@@ -22,8 +22,9 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -121,7 +122,9 @@ class Checkpoint:
     Each save is a new part file (atomic, never rewritten), so saving costs the new rows only.
     """
 
-    directory: str | os.PathLike  # folder of part files, e.g. `<root>/checkpoints/<table>`; removed when the update completes
+    directory: (
+        str | os.PathLike
+    )  # folder of part files, e.g. `<root>/checkpoints/<table>`; removed when the update completes
     every_s: float = 30.0  # encoding seconds between parts: a kill loses at most about this much work
     chunk_rows: int = 1024  # rows per encoder call while checkpointing; a part may follow each call
     clear_when_done: bool = True  # False: the caller clears it after persisting the table (e.g. an IO manager)
@@ -200,16 +203,28 @@ def update_embeddings(
     input_hash = ["-".join(parts) for parts in zip(*(hashes[c] for c in columns))] if columns else [""] * n
     plan = _DistinctInputs(inputs, todo, n)
     chunked = checkpoint is not None or progress is not None
-    seconds = _encode_in_chunks(encoder, plan, vectors.reshape(-1, dimension), checkpoint,
-                                progress or Progress(key_column), chunked,
-                                lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, rows,
-                                                         dimension))
+    seconds = _encode_in_chunks(
+        encoder,
+        plan,
+        vectors.reshape(-1, dimension),
+        checkpoint,
+        progress or Progress(key_column),
+        chunked,
+        lambda rows: _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, rows, dimension),
+    )
     table = _table_rows(key_column, keys, matrices, encoder.model_id, input_hash, np.arange(n), dimension=None)
     rows_encoded = len(plan.rows)
     if checkpoint is not None and checkpoint.clear_when_done:
         clear_checkpoint(checkpoint.directory)
-    return EmbeddingUpdate(table=table, dimension=dimension, encoded=rows_encoded, reused=n - rows_encoded,
-                           encoded_vectors=n_todo, encode_seconds=seconds, distinct_inputs=len(plan.values))
+    return EmbeddingUpdate(
+        table=table,
+        dimension=dimension,
+        encoded=rows_encoded,
+        reused=n - rows_encoded,
+        encoded_vectors=n_todo,
+        encode_seconds=seconds,
+        distinct_inputs=len(plan.values),
+    )
 
 
 class _DistinctInputs:
@@ -235,8 +250,15 @@ class _DistinctInputs:
         self.rows = np.unique(self.slot_rows)  # rows with anything to encode
 
 
-def _encode_in_chunks(encoder: Encoder, plan: _DistinctInputs, flat_vectors: np.ndarray, checkpoint: Checkpoint | None,
-                      progress: Progress, chunked: bool, rows_table) -> float:
+def _encode_in_chunks(
+    encoder: Encoder,
+    plan: _DistinctInputs,
+    flat_vectors: np.ndarray,
+    checkpoint: Checkpoint | None,
+    progress: Progress,
+    chunked: bool,
+    rows_table,
+) -> float:
     """Encodes `plan` into `flat_vectors` ([columns * n, dimension]), each distinct input once; returns the
     seconds spent in the encoder. Unless `chunked`, in one encoder call; else in chunks of rows, each
     reported to `progress`, and with a checkpoint the finished rows are saved as a part every
@@ -246,7 +268,9 @@ def _encode_in_chunks(encoder: Encoder, plan: _DistinctInputs, flat_vectors: np.
     Part names carry a per-run token: parts of an earlier killed run are kept until a run completes.
     """
     rows = plan.rows
-    chunk_rows = max(1, checkpoint.chunk_rows if checkpoint else Checkpoint.chunk_rows) if chunked else max(1, len(rows))
+    chunk_rows = (
+        max(1, checkpoint.chunk_rows if checkpoint else Checkpoint.chunk_rows) if chunked else max(1, len(rows))
+    )
     run_token = uuid.uuid4().hex[:8]
     seconds, unsaved_from, parts, last_save = 0.0, 0, 0, time.perf_counter()
     slot_from, value_from = 0, 0
@@ -266,15 +290,24 @@ def _encode_in_chunks(encoder: Encoder, plan: _DistinctInputs, flat_vectors: np.
         finished = begin + len(chunk)
         progress.advance(len(chunk), note=f"{value_to:,} distinct inputs encoded")
         if checkpoint and finished < len(rows) and time.perf_counter() - last_save >= checkpoint.every_s:
-            storage.write_parquet(rows_table(rows[unsaved_from:finished]),
-                                  storage.as_path(checkpoint.directory) / f"part-{run_token}-{parts:05d}.parquet")
+            storage.write_parquet(
+                rows_table(rows[unsaved_from:finished]),
+                storage.as_path(checkpoint.directory) / f"part-{run_token}-{parts:05d}.parquet",
+            )
             unsaved_from, parts, last_save = finished, parts + 1, time.perf_counter()
     progress.finish(note=f"{value_from:,} distinct inputs encoded")
     return seconds
 
 
-def _table_rows(key_column: str, keys: list[str], matrices: dict[str, np.ndarray], model_id: str,
-                input_hash: list[str], rows: np.ndarray, dimension: int | None):
+def _table_rows(
+    key_column: str,
+    keys: list[str],
+    matrices: dict[str, np.ndarray],
+    model_id: str,
+    input_hash: list[str],
+    rows: np.ndarray,
+    dimension: int | None,
+):
     """The embedding table restricted to `rows`: a DataFrame, or with a `dimension` the Arrow table to store."""
     table = pd.DataFrame({key_column: [keys[i] for i in rows]})
     for column, matrix in matrices.items():
@@ -284,7 +317,9 @@ def _table_rows(key_column: str, keys: list[str], matrices: dict[str, np.ndarray
     return table if dimension is None else embedding_table(table, list(matrices), dimension)
 
 
-def _candidate_rows(frames: list[pd.DataFrame | None], key_column: str, columns: list[str], model_id: str) -> pd.DataFrame:
+def _candidate_rows(
+    frames: list[pd.DataFrame | None], key_column: str, columns: list[str], model_id: str
+) -> pd.DataFrame:
     """The rows of earlier tables and checkpoints that `model_id` made for the same vector columns."""
     usable = []
     for frame in frames:
@@ -309,8 +344,13 @@ def _reusable_rows(
     wanted = pd.DataFrame({key_column: keys})
     reusable = {}
     for position, column in enumerate(columns):
-        old = pd.DataFrame({key_column: candidates[key_column].astype(str).to_numpy(), "hash": parts[position].to_numpy(),
-                            "row": np.arange(len(candidates))}).drop_duplicates([key_column, "hash"], keep="last")
+        old = pd.DataFrame(
+            {
+                key_column: candidates[key_column].astype(str).to_numpy(),
+                "hash": parts[position].to_numpy(),
+                "row": np.arange(len(candidates)),
+            }
+        ).drop_duplicates([key_column, "hash"], keep="last")
         wanted["hash"] = np.asarray(hashes[column], dtype=object)
         aligned = wanted.merge(old, on=[key_column, "hash"], how="left")  # keeps the order of `keys`
         reusable[column] = aligned["row"].fillna(-1).to_numpy(dtype=np.int64)
@@ -343,8 +383,13 @@ def preference_sentence(preferences: str) -> str:
 
 
 def text_embeddings(
-    key_column: str, keys: Sequence[str], texts: dict[str, Sequence[str]], encoder: Encoder,
-    previous: pd.DataFrame | None = None, checkpoint: Checkpoint | None = None, progress: Progress | None = None,
+    key_column: str,
+    keys: Sequence[str],
+    texts: dict[str, Sequence[str]],
+    encoder: Encoder,
+    previous: pd.DataFrame | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for text columns, each text hashed on its own.
 
@@ -353,7 +398,9 @@ def text_embeddings(
     """
     texts = {column: [str(t) for t in values] for column, values in texts.items()}
     hashes = {column: [text_hash(t) for t in values] for column, values in texts.items()}
-    return update_embeddings(key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous, checkpoint, progress)
+    return update_embeddings(
+        key_column, keys, texts, hashes, _EmptyTextsAsZero(encoder), previous, checkpoint, progress
+    )
 
 
 class _ImageFileEncoder:
@@ -375,10 +422,17 @@ class _ImageFileEncoder:
 
 
 def image_embeddings(
-    key_column: str, keys: Sequence[str], paths: Sequence, clip_encoder, column: str, previous: pd.DataFrame | None = None,
-    checkpoint: Checkpoint | None = None, progress: Progress | None = None,
+    key_column: str,
+    keys: Sequence[str],
+    paths: Sequence,
+    clip_encoder,
+    column: str,
+    previous: pd.DataFrame | None = None,
+    checkpoint: Checkpoint | None = None,
+    progress: Progress | None = None,
 ) -> EmbeddingUpdate:
     """`update_embeddings` for image files; the input hash is the hash of each file's bytes."""
     hashes = {column: [bytes_hash(storage.as_path(p).read_bytes()) for p in paths]}
-    return update_embeddings(key_column, keys, {column: list(paths)}, hashes, _ImageFileEncoder(clip_encoder), previous,
-                             checkpoint, progress)
+    return update_embeddings(
+        key_column, keys, {column: list(paths)}, hashes, _ImageFileEncoder(clip_encoder), previous, checkpoint, progress
+    )

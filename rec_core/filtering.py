@@ -75,8 +75,13 @@ def as_profile(user_profile: UserProfile | Mapping | None) -> UserProfile | None
     if isinstance(preferences, str):
         preferences = split_pipe(preferences)
     interacted = {str(kind): frozenset(map(str, ids)) for kind, ids in (user_profile.get("interacted") or {}).items()}
-    return UserProfile(user_profile.get("user_id"), user_profile.get("age"), user_profile.get("gender"),
-                       tuple(str(p) for p in preferences), interacted)
+    return UserProfile(
+        user_profile.get("user_id"),
+        user_profile.get("age"),
+        user_profile.get("gender"),
+        tuple(str(p) for p in preferences),
+        interacted,
+    )
 
 
 class ItemAttributes:
@@ -96,7 +101,9 @@ class ItemAttributes:
         if "rating" in items:
             self._columns["rating"] = pd.to_numeric(items["rating"], errors="coerce").to_numpy(np.float64)
         if "rating_count" in items:
-            self._columns["rating_count"] = pd.to_numeric(items["rating_count"], errors="coerce").fillna(0).to_numpy(np.int64)
+            self._columns["rating_count"] = (
+                pd.to_numeric(items["rating_count"], errors="coerce").fillna(0).to_numpy(np.int64)
+            )
         if "arrival_date" in items:
             arrival = pd.to_datetime(items["arrival_date"], utc=True, errors="coerce")
             unparsed = int((arrival.isna() & items["arrival_date"].notna()).sum())
@@ -106,7 +113,9 @@ class ItemAttributes:
             self._columns["arrival_ns"] = arrival.to_numpy("datetime64[ns]").astype(np.int64)
         if "category" in items:
             # lower case, no spaces around '|': the node names preprocessing and the request use
-            category = items["category"].astype("string").fillna("").str.lower().str.replace(r"\s*\|\s*", "|", regex=True)
+            category = (
+                items["category"].astype("string").fillna("").str.lower().str.replace(r"\s*\|\s*", "|", regex=True)
+            )
             self._columns["category"] = category.str.strip().to_numpy(dtype=object)
         self._category_masks: dict[str, np.ndarray] = {}
 
@@ -190,8 +199,9 @@ class ListsExcludedRows(Protocol):
     """A per-user rule that can list what it drops for a block of users, so the batched top-k skips
     those (user, row) pairs inside one index search instead of serving each user alone."""
 
-    def excluded_rows(self, items: ItemAttributes,
-                      profiles: Sequence[UserProfile | None]) -> tuple[np.ndarray, np.ndarray]:
+    def excluded_rows(
+        self, items: ItemAttributes, profiles: Sequence[UserProfile | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(user positions in `profiles`, catalog rows): two int64 arrays of equal length."""
 
 
@@ -356,8 +366,10 @@ def parse_filters(specs: Sequence[FilterRule | Mapping] | None) -> list[FilterRu
         options = dict(spec)
         name = options.pop("rule", None)
         if name not in RULES:
-            raise FilterError(f"unknown filter rule {name!r}; known rules: {', '.join(RULES)} "
-                              "(others are added with rec_core.filtering.register_filter_rule)")
+            raise FilterError(
+                f"unknown filter rule {name!r}; known rules: {', '.join(RULES)} "
+                "(others are added with rec_core.filtering.register_filter_rule)"
+            )
         for key in ("include", "exclude", "interaction_types"):  # built-in options that JSON writes as lists
             if isinstance(options.get(key), (list, str)):
                 value = options[key]
@@ -369,14 +381,17 @@ def parse_filters(specs: Sequence[FilterRule | Mapping] | None) -> list[FilterRu
         except TypeError as exc:
             raise FilterError(f"filter rule '{name}': {exc}") from None
         if not isinstance(rule, FilterRule):
-            raise FilterError(f"filter rule '{name}': its factory returned {type(rule).__name__}, not a FilterRule "
-                              "(name, per_user and keep)")
+            raise FilterError(
+                f"filter rule '{name}': its factory returned {type(rule).__name__}, not a FilterRule "
+                "(name, per_user and keep)"
+            )
         rules.append(rule)
     return rules
 
 
-def keep_mask(items: ItemAttributes, rows: np.ndarray, profile: UserProfile | None,
-              rules: Sequence[FilterRule]) -> np.ndarray:
+def keep_mask(
+    items: ItemAttributes, rows: np.ndarray, profile: UserProfile | None, rules: Sequence[FilterRule]
+) -> np.ndarray:
     """[len(rows)] bool: candidates that pass every rule."""
     rows = np.asarray(rows, dtype=np.int64)
     keep = np.ones(len(rows), dtype=bool)
@@ -387,8 +402,11 @@ def keep_mask(items: ItemAttributes, rows: np.ndarray, profile: UserProfile | No
     return keep
 
 
-def apply_filters(recommendations: pd.DataFrame, user_profile: UserProfile | Mapping | None = None,
-                  filters: Sequence[FilterRule | Mapping] | None = None) -> pd.DataFrame:
+def apply_filters(
+    recommendations: pd.DataFrame,
+    user_profile: UserProfile | Mapping | None = None,
+    filters: Sequence[FilterRule | Mapping] | None = None,
+) -> pd.DataFrame:
     """The rows of `recommendations` (item_id plus the item columns the rules read) that pass every filter.
 
     Order is preserved, so a ranked list stays ranked.

@@ -22,7 +22,9 @@ from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, UserFeatures
 
 
-def item_inputs(features: ItemFeatures, rows: torch.Tensor, device: str | torch.device) -> dict[str, torch.Tensor | None]:
+def item_inputs(
+    features: ItemFeatures, rows: torch.Tensor, device: str | torch.device
+) -> dict[str, torch.Tensor | None]:
     """Keyword inputs of `ItemTower.forward` for item rows `rows` [B]."""
     pick = lambda t: None if t is None else t[rows].to(device, non_blocking=True)  # noqa: E731
     return {
@@ -35,8 +37,9 @@ def item_inputs(features: ItemFeatures, rows: torch.Tensor, device: str | torch.
     }
 
 
-def user_inputs(features: UserFeatures, history: torch.Tensor, rows: torch.Tensor,
-                device: str | torch.device) -> dict[str, torch.Tensor | None]:
+def user_inputs(
+    features: UserFeatures, history: torch.Tensor, rows: torch.Tensor, device: str | torch.device
+) -> dict[str, torch.Tensor | None]:
     """Keyword inputs of `UserTower.forward` for user rows `rows` [B]; `history` is [n_users, L]."""
     pick = lambda t: None if t is None else t[rows].to(device, non_blocking=True)  # noqa: E731
     return {
@@ -50,25 +53,38 @@ def user_inputs(features: UserFeatures, history: torch.Tensor, rows: torch.Tenso
 
 
 @torch.no_grad()
-def encode_item_features(model: TwoTower, features: ItemFeatures, device: str | torch.device,
-                         batch_size: int = 4096) -> torch.Tensor:
+def encode_item_features(
+    model: TwoTower, features: ItemFeatures, device: str | torch.device, batch_size: int = 4096
+) -> torch.Tensor:
     """[n_items, dim] unit vectors, on `device`."""
     was_training = model.training
     model.eval()
     n = len(features.ids)
-    out = [model.encode_items(**item_inputs(features, torch.arange(s, min(s + batch_size, n)), device)) for s in range(0, n, batch_size)]
+    out = [
+        model.encode_items(**item_inputs(features, torch.arange(s, min(s + batch_size, n)), device))
+        for s in range(0, n, batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.config.embedding_dim, device=device)
 
 
 @torch.no_grad()
-def encode_user_features(model: TwoTower, features: UserFeatures, history: torch.Tensor, device: str | torch.device,
-                         rows: torch.Tensor | None = None, batch_size: int = 4096) -> torch.Tensor:
+def encode_user_features(
+    model: TwoTower,
+    features: UserFeatures,
+    history: torch.Tensor,
+    device: str | torch.device,
+    rows: torch.Tensor | None = None,
+    batch_size: int = 4096,
+) -> torch.Tensor:
     """[len(rows), dim] unit vectors for user rows `rows` (all users by default), on `device`."""
     was_training = model.training
     model.eval()
     rows = torch.arange(len(features.ids)) if rows is None else rows
-    out = [model.encode_users(**user_inputs(features, history, rows[s:s + batch_size], device)) for s in range(0, len(rows), batch_size)]
+    out = [
+        model.encode_users(**user_inputs(features, history, rows[s : s + batch_size], device))
+        for s in range(0, len(rows), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.config.embedding_dim, device=device)
 
@@ -82,7 +98,7 @@ class TwoTowerEncoder:
         self.device = device
 
     @classmethod
-    def load(cls, model_dir, device: str = "cpu") -> "TwoTowerEncoder":
+    def load(cls, model_dir, device: str = "cpu") -> TwoTowerEncoder:
         """Reads model.safetensors + model_config.json + preprocessing.json (no pickle).
 
         `model_dir` may be on object storage (`s3://...`): the three files are then fetched to a
@@ -104,15 +120,25 @@ class TwoTowerEncoder:
     def dim(self) -> int:
         return self.model.config.embedding_dim
 
-    def encode_items(self, items: pd.DataFrame, item_text_embeddings: pd.DataFrame | None = None,
-                     item_clip_embeddings: pd.DataFrame | None = None, batch_size: int = 4096) -> tuple[list[str], np.ndarray]:
+    def encode_items(
+        self,
+        items: pd.DataFrame,
+        item_text_embeddings: pd.DataFrame | None = None,
+        item_clip_embeddings: pd.DataFrame | None = None,
+        batch_size: int = 4096,
+    ) -> tuple[list[str], np.ndarray]:
         """(item_ids, float32 [n, dim] L2-normalized). Missing text/image rows count as zeros."""
         features = self.preprocessing.transform_items(items, item_text_embeddings, item_clip_embeddings)
         vectors = encode_item_features(self.model, features, self.device, batch_size)
         return features.ids, vectors.float().cpu().numpy()
 
-    def encode_users(self, users: pd.DataFrame, history: pd.DataFrame | None = None,
-                     user_text_embeddings: pd.DataFrame | None = None, batch_size: int = 4096) -> tuple[list[str], np.ndarray]:
+    def encode_users(
+        self,
+        users: pd.DataFrame,
+        history: pd.DataFrame | None = None,
+        user_text_embeddings: pd.DataFrame | None = None,
+        batch_size: int = 4096,
+    ) -> tuple[list[str], np.ndarray]:
         """(user_ids, float32 [n, dim] L2-normalized).
 
         `history`: interactions; each user's most recent positive ones (up to the fitted

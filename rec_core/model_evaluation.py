@@ -35,7 +35,11 @@ log = logging.getLogger(__name__)
 def gate_verdict(scores: dict[str, dict[str, float]], k: int = 10) -> dict[str, float]:
     """Test recall@k of the model and of popularity; `passed` = 1.0 when the model is strictly better."""
     model, popularity = scores["two_tower"][f"recall_at_{k}"], scores["popularity"][f"recall_at_{k}"]
-    return {f"two_tower_recall_at_{k}": model, f"popularity_recall_at_{k}": popularity, "passed": float(model > popularity)}
+    return {
+        f"two_tower_recall_at_{k}": model,
+        f"popularity_recall_at_{k}": popularity,
+        "passed": float(model > popularity),
+    }
 
 
 def run_release_gate(root, data: DataBundle, k: int = 10) -> dict[str, float]:
@@ -54,8 +58,9 @@ def evaluate_stored_model(root, data: DataBundle, k: int = 10, **comparison) -> 
     scores = _gate_scores(root, stamp, k)
     if scores is None:
         log.info("the release gate has not scored this model on this data: scoring it here")
-    results = compare_with_baselines(encoder, data, oracle=matching_oracle(root, data.users, data.items), k=k,
-                                     test_scores=scores, **comparison)
+    results = compare_with_baselines(
+        encoder, data, oracle=matching_oracle(root, data.users, data.items), k=k, test_scores=scores, **comparison
+    )
     storage.write_bytes(json.dumps(results, indent=2).encode(), storage.as_path(root) / MODEL_EVALUATION_DIR / METRICS)
     return results
 
@@ -68,8 +73,9 @@ def matching_oracle(root, users: pd.DataFrame, items: pd.DataFrame):
     from rec_core.generation.synthetic import OracleScorer
 
     oracle = OracleScorer.load(directory)
-    if set(map(str, oracle.item_ids)) != set(items["item_id"].astype(str)) or \
-            not set(users["user_id"].astype(str)) <= set(map(str, oracle.user_ids)):
+    if set(map(str, oracle.item_ids)) != set(items["item_id"].astype(str)) or not set(
+        users["user_id"].astype(str)
+    ) <= set(map(str, oracle.user_ids)):
         log.info("%s does not describe the current data; evaluating without the oracle", directory)
         return None
     return oracle
@@ -95,7 +101,10 @@ def _gate_scores(root, stamp: dict, k: int) -> dict | None:
 def _fingerprint(data: DataBundle) -> str:
     """A digest of who is scored on what: the split interactions, the user ids and the item ids."""
     digest = hashlib.sha256()
-    for frame in (data.interaction_splits[["interaction_id", "user_id", "item_id", "split"]],
-                  data.users[["user_id"]], data.items[["item_id"]]):
+    for frame in (
+        data.interaction_splits[["interaction_id", "user_id", "item_id", "split"]],
+        data.users[["user_id"]],
+        data.items[["item_id"]],
+    ):
         digest.update(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]

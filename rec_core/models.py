@@ -86,8 +86,16 @@ class EntityTower(nn.Module):
         super().__init__()
         vocabularies = [num_of_categories] if isinstance(num_of_categories, int) else list(num_of_categories)
         self.categorical = nn.ModuleList(nn.Embedding(size, categorical_dim) for size in vocabularies)
-        self.text = nn.Sequential(nn.LayerNorm(text_embed_dim), nn.Linear(text_embed_dim, content_dim)) if text_embed_dim else None
-        self.image = nn.Sequential(nn.LayerNorm(image_embed_dim), nn.Linear(image_embed_dim, content_dim)) if image_embed_dim else None
+        self.text = (
+            nn.Sequential(nn.LayerNorm(text_embed_dim), nn.Linear(text_embed_dim, content_dim))
+            if text_embed_dim
+            else None
+        )
+        self.image = (
+            nn.Sequential(nn.LayerNorm(image_embed_dim), nn.Linear(image_embed_dim, content_dim))
+            if image_embed_dim
+            else None
+        )
         in_dim = (
             num_numerical
             + categorical_dim * len(vocabularies)
@@ -129,7 +137,9 @@ class EntityTower(nn.Module):
 class ItemTower(nn.Module):
     """Item -> unit vector: category levels and nodes, price/discount/rating, text, image, optional id."""
 
-    def __init__(self, config: TwoTowerConfig, item_id_embedding: nn.Embedding, category_node_embedding: nn.EmbeddingBag):
+    def __init__(
+        self, config: TwoTowerConfig, item_id_embedding: nn.Embedding, category_node_embedding: nn.EmbeddingBag
+    ):
         super().__init__()
         self.use_item_id = config.use_item_id
         self.item_id_embedding = item_id_embedding  # shared with the user tower
@@ -173,8 +183,13 @@ class UserTower(nn.Module):
     in the id vocabulary is held in buffers, so it travels inside the weights file.
     """
 
-    def __init__(self, config: TwoTowerConfig, item_id_embedding: nn.Embedding, category_node_embedding: nn.EmbeddingBag,
-                 item_category_embeddings: nn.ModuleList):
+    def __init__(
+        self,
+        config: TwoTowerConfig,
+        item_id_embedding: nn.Embedding,
+        category_node_embedding: nn.EmbeddingBag,
+        item_category_embeddings: nn.ModuleList,
+    ):
         super().__init__()
         self.item_id_embedding = item_id_embedding
         self.category_node_embedding = category_node_embedding
@@ -184,8 +199,11 @@ class UserTower(nn.Module):
         self.register_buffer("history_item_numerical", torch.zeros(config.n_item_ids + 1, config.item_numerical))
         self.user_id_dropout = config.user_id_dropout
         # log-weight of each history column (the newest item is the last column); zeros = a plain mean
-        self.history_position_logit = (nn.Parameter(torch.zeros(config.history_length))
-                                       if config.history_position_weights and config.history_length else None)
+        self.history_position_logit = (
+            nn.Parameter(torch.zeros(config.history_length))
+            if config.history_position_weights and config.history_length
+            else None
+        )
         self.user_id_embedding = None
         if config.use_user_id and config.n_user_ids:
             self.user_id_embedding = nn.Embedding(config.n_user_ids + 1, config.id_dim, padding_idx=0)
@@ -201,8 +219,13 @@ class UserTower(nn.Module):
             config.dim_ratio,
             categorical_dim=config.categorical_dim,
             content_dim=config.content_dim,
-            extra_dim=(config.categorical_dim * (1 + n_levels) + config.id_dim + config.item_numerical + 1
-                       + (config.id_dim if self.user_id_embedding is not None else 0)),
+            extra_dim=(
+                config.categorical_dim * (1 + n_levels)
+                + config.id_dim
+                + config.item_numerical
+                + 1
+                + (config.id_dim if self.user_id_embedding is not None else 0)
+            ),
             hidden_layers=config.hidden_layers,
             dropout=config.dropout,
         )
@@ -220,19 +243,27 @@ class UserTower(nn.Module):
         lengths = present.sum(dim=1, keepdim=True)  # [B, 1]
         counted = present  # [B, L] how much each history item counts
         if self.history_position_logit is not None:
-            counted = present * self.history_position_logit[-history.shape[1]:].exp()
+            counted = present * self.history_position_logit[-history.shape[1] :].exp()
         total = counted.sum(dim=1, keepdim=True).clamp(min=1e-6)  # [B, 1]
-        ids = F.embedding_bag(history, self.item_id_embedding.weight, mode="sum", per_sample_weights=counted,
-                              padding_idx=0)  # [B, id_dim]
+        ids = F.embedding_bag(
+            history, self.item_id_embedding.weight, mode="sum", per_sample_weights=counted, padding_idx=0
+        )  # [B, id_dim]
         ids = ids / total.sqrt()  # sqrt-length scaling: long histories stay confident
         weights = counted / total  # [B, L] weighted mean over present items
         levels = self.history_item_categorical[history]  # [B, L, n_levels]
         content = [
-            F.embedding_bag(levels[:, :, j], table.weight, mode="sum", per_sample_weights=weights)  # [B, categorical_dim]
+            F.embedding_bag(
+                levels[:, :, j], table.weight, mode="sum", per_sample_weights=weights
+            )  # [B, categorical_dim]
             for j, table in enumerate(self.item_category_embeddings)
         ]
         content.append(torch.einsum("bl,bln->bn", weights, self.history_item_numerical[history]))  # [B, item_numerical]
-        extras = [self.category_node_embedding(preference_tokens), ids, *content, torch.log1p(lengths) / math.log(100.0)]
+        extras = [
+            self.category_node_embedding(preference_tokens),
+            ids,
+            *content,
+            torch.log1p(lengths) / math.log(100.0),
+        ]
         if self.user_id_embedding is not None:
             if user_id_index is None:
                 user_id_index = torch.zeros(len(history), dtype=torch.long, device=history.device)
@@ -253,10 +284,13 @@ class TwoTower(nn.Module):
         nn.init.normal_(self.item_id_embedding.weight, std=0.05)
         with torch.no_grad():
             self.item_id_embedding.weight[0].zero_()
-        self.category_node_embedding = nn.EmbeddingBag(config.n_category_nodes + 1, config.categorical_dim, mode="mean", padding_idx=0)
+        self.category_node_embedding = nn.EmbeddingBag(
+            config.n_category_nodes + 1, config.categorical_dim, mode="mean", padding_idx=0
+        )
         self.item_tower = ItemTower(config, self.item_id_embedding, self.category_node_embedding)
-        self.user_tower = UserTower(config, self.item_id_embedding, self.category_node_embedding,
-                                    self.item_tower.entity.categorical)
+        self.user_tower = UserTower(
+            config, self.item_id_embedding, self.category_node_embedding, self.item_tower.entity.categorical
+        )
 
     @torch.no_grad()
     def set_history_item_content(self, categorical: torch.Tensor, numerical: torch.Tensor) -> None:

@@ -54,8 +54,17 @@ def format_rate(per_s: float, unit: str, per: str | None = None) -> str:
     return f"{per_s:,.1f} {unit}/s"
 
 
-def progress_line(label: str, done: int, total: int | None, unit: str, elapsed_s: float, eta_s: float | None = None,
-                  finished: bool = False, per: str | None = None, note: str = "") -> str:
+def progress_line(
+    label: str,
+    done: int,
+    total: int | None,
+    unit: str,
+    elapsed_s: float,
+    eta_s: float | None = None,
+    finished: bool = False,
+    per: str | None = None,
+    note: str = "",
+) -> str:
     """The one progress format: `label: done/total unit (pct), rate, ETA` (or `done in`), then an optional note."""
     count = f"{done:,}/{total:,} {unit} ({100 * done / total:.1f}%)" if total else f"{done:,} {unit}"
     parts = [count, format_rate(done / elapsed_s if elapsed_s > 0 else 0.0, unit, per)]
@@ -74,8 +83,16 @@ class Progress:
     call it. `clock` is injectable for tests.
     """
 
-    def __init__(self, label: str, log: Callable[[str], None] | None = None, *, unit: str = "items",
-                 every_s: float | None = None, bar: bool = False, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        label: str,
+        log: Callable[[str], None] | None = None,
+        *,
+        unit: str = "items",
+        every_s: float | None = None,
+        bar: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.label, self.log, self.unit, self.bar = label, log, unit, bar
         self.every_s = interval_from_env() if every_s is None else every_s
         self.clock = clock
@@ -86,8 +103,9 @@ class Progress:
 
     def stage(self, name: str, unit: str) -> Progress:
         """A reporter for one part of this step (`model_evaluation EASE`), with the same log and interval."""
-        return Progress(f"{self.label} {name}", self.log, unit=unit, every_s=self.every_s, bar=self.bar,
-                        clock=self.clock)
+        return Progress(
+            f"{self.label} {name}", self.log, unit=unit, every_s=self.every_s, bar=self.bar, clock=self.clock
+        )
 
     def start(self, total: int | None) -> Progress:
         self.total, self.done = total, 0
@@ -135,8 +153,9 @@ class Progress:
         return max(0, self.total - self.done) / self.rate if self.rate > 0 else None
 
     def line(self, note: str = "", finished: bool = False) -> str:
-        return progress_line(self.label, self.done, self.total, self.unit, self.elapsed_s, self.eta_s, finished,
-                             note=note)
+        return progress_line(
+            self.label, self.done, self.total, self.unit, self.elapsed_s, self.eta_s, finished, note=note
+        )
 
     def _close_bar(self) -> None:
         if self._tqdm is not None:

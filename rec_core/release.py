@@ -31,8 +31,8 @@ import logging
 import os
 import sys
 import uuid
-from datetime import datetime, timezone
-from typing import Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -97,8 +97,11 @@ def artifact_paths(root: str | os.PathLike, manifest: Mapping | None) -> dict:
     has no release (written by hand or before releases existed) the working copies under `root`."""
     base = as_path(root)
     if manifest is None:
-        return {**{name: base / table_file(name) for name in SERVED_TABLES},
-                MODEL_DIR: base / MODEL_DIR, ITEM_INDEX_DIR: base / ITEM_INDEX_DIR}
+        return {
+            **{name: base / table_file(name) for name in SERVED_TABLES},
+            MODEL_DIR: base / MODEL_DIR,
+            ITEM_INDEX_DIR: base / ITEM_INDEX_DIR,
+        }
     return {name: base / relative for name, relative in manifest["artifacts"].items()}
 
 
@@ -123,8 +126,12 @@ def published_build_id(root: str | os.PathLike) -> str | None:
 
 
 # ---- publishing ------------------------------------------------------------------------------
-def publish_release(root: str | os.PathLike, code_versions: Mapping[str, str] | None = None,
-                    details: Mapping | None = None, keep: int = DEFAULT_KEEP) -> dict:
+def publish_release(
+    root: str | os.PathLike,
+    code_versions: Mapping[str, str] | None = None,
+    details: Mapping | None = None,
+    keep: int = DEFAULT_KEEP,
+) -> dict:
     """Releases the artifacts now under `root` and makes them the served set; returns the manifest.
 
     Copies each served artifact into the immutable store (skipped when that version is already
@@ -152,7 +159,7 @@ def publish_release(root: str | os.PathLike, code_versions: Mapping[str, str] | 
         build_id, files = _read_index(base / ITEM_INDEX_DIR)
         artifacts[ITEM_INDEX_DIR] = _store_directory(base, ITEM_INDEX_DIR, build_id, files)
         version = _vectors_model_version(base, artifacts, version)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         manifest = {
             "format": FORMAT,
             "release_id": f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}",
@@ -186,8 +193,10 @@ def rollback(root: str | os.PathLike, release_id: str | None = None) -> dict:
                 raise ReleaseError(f"{base}: nothing was released yet, so there is nothing to roll back")
             earlier = [m for m in releases if m["created_at"] < current["created_at"]]
             if not earlier:
-                raise ReleaseError(f"release {current['release_id']} is the oldest kept release; "
-                                   "there is none before it to roll back to")
+                raise ReleaseError(
+                    f"release {current['release_id']} is the oldest kept release; "
+                    "there is none before it to roll back to"
+                )
             target = earlier[-1]
         else:
             matches = [m for m in releases if m["release_id"] == release_id]
@@ -218,7 +227,7 @@ def prune(root: str | os.PathLike, keep: int = DEFAULT_KEEP, _locked: bool = Fal
         current = current_release(base)
         named |= set(current["artifacts"].values()) if current else set()
         store = base / RELEASES_DIR / STORE
-        for artifact in (store.iterdir() if store.exists() else ()):
+        for artifact in store.iterdir() if store.exists() else ():
             for entry in list(artifact.iterdir()):
                 if entry.name.startswith("."):
                     continue  # a copy in progress (local staging)
@@ -229,8 +238,12 @@ def prune(root: str | os.PathLike, keep: int = DEFAULT_KEEP, _locked: bool = Fal
 
 def _activate(base, manifest: Mapping, how: str, previous: Mapping | None) -> None:
     """Moves the pointer: one atomic write of the whole manifest, so a reader sees one release or the other."""
-    pointer = {**manifest, "activated_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-               "activation": how, "previous_release_id": previous["release_id"] if previous else None}
+    pointer = {
+        **manifest,
+        "activated_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "activation": how,
+        "previous_release_id": previous["release_id"] if previous else None,
+    }
     write_bytes(json.dumps(pointer, indent=2).encode(), base / RELEASES_DIR / CURRENT)
 
 
@@ -252,10 +265,17 @@ def _check_servable(base, manifest: Mapping) -> None:
         table = read_parquet(base / manifest["artifacts"]["item_embeddings"]).to_pandas()
         row = trial.index.position_of
         rows = table["item_id"].astype(str).map(row)
-        if rows.isna().any() or len(table) != len(trial.index) or not np.allclose(
-                trial.index.vectors[rows.to_numpy(np.int64)], embedding_matrix(table, "embedding"), atol=1e-6):
-            raise ReleaseError(f"release {manifest['release_id']}: item_index does not hold the item_embeddings "
-                               "being released; rematerialize item_index")
+        if (
+            rows.isna().any()
+            or len(table) != len(trial.index)
+            or not np.allclose(
+                trial.index.vectors[rows.to_numpy(np.int64)], embedding_matrix(table, "embedding"), atol=1e-6
+            )
+        ):
+            raise ReleaseError(
+                f"release {manifest['release_id']}: item_index does not hold the item_embeddings "
+                "being released; rematerialize item_index"
+            )
 
 
 def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | None) -> str:
@@ -277,16 +297,20 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
             columns = pq.read_schema(fh).names
         if "model_version" not in columns:
             if version is not None:
-                raise ReleaseError(f"{base / table_file(name)}: column model_version missing, so its vectors "
-                                   f"cannot be tied to model {version}; rematerialize {name}")
+                raise ReleaseError(
+                    f"{base / table_file(name)}: column model_version missing, so its vectors "
+                    f"cannot be tied to model {version}; rematerialize {name}"
+                )
             continue
         with path.open("rb") as fh:
             values = pq.read_table(fh, columns=["model_version"]).column(0)
         if version is not None:
             bad = len(values) - int(pc.sum(pc.equal(values, version)).as_py() or 0)
             if bad:
-                raise ReleaseError(f"{base / table_file(name)}: column model_version: {bad} of {len(values)} rows "
-                                   f"come from another model than two_tower_model ({version}); rematerialize {name}")
+                raise ReleaseError(
+                    f"{base / table_file(name)}: column model_version: {bad} of {len(values)} rows "
+                    f"come from another model than two_tower_model ({version}); rematerialize {name}"
+                )
         found[name] = set(values.to_pylist())
     if version is not None:
         return version
@@ -294,8 +318,9 @@ def _vectors_model_version(base, artifacts: Mapping[str, str], version: str | No
     if len(named) == 1:
         return str(named.pop())
     if len(named) > 1:
-        raise ReleaseError(f"{base}: the vector tables name {len(named)} different models "
-                           f"({', '.join(sorted(map(str, named)))})")
+        raise ReleaseError(
+            f"{base}: the vector tables name {len(named)} different models ({', '.join(sorted(map(str, named)))})"
+        )
     return "vectors-" + artifacts["user_embeddings"].rsplit("/", 1)[-1].removesuffix(TABLE_SUFFIX)
 
 
@@ -356,10 +381,12 @@ def _lock(base):
 def main(argv: list[str] | None = None) -> int:
     from rec_core.data.paths import default_artifact_root
 
-    parser = argparse.ArgumentParser(prog="python -m rec_core.release",
-                                     description="List or roll back serving releases.")
-    parser.add_argument("--root", default=None,
-                        help="artifact root (default: $REC_ARTIFACT_ROOT, else ./data/artifacts)")
+    parser = argparse.ArgumentParser(
+        prog="python -m rec_core.release", description="List or roll back serving releases."
+    )
+    parser.add_argument(
+        "--root", default=None, help="artifact root (default: $REC_ARTIFACT_ROOT, else ./data/artifacts)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="every kept release, oldest first; * marks the one being served")
     back = commands.add_parser("rollback", help="serve an earlier release (default: the one before the current)")
@@ -372,8 +399,10 @@ def main(argv: list[str] | None = None) -> int:
             if not releases:
                 print(f"no releases under {root}")
             for m in releases:
-                print(f"{'*' if m['current'] else ' '} {m['release_id']}  created {m['created_at']}  "
-                      f"model {m['model_version']}  index {m['index_build_id'][:12]}")
+                print(
+                    f"{'*' if m['current'] else ' '} {m['release_id']}  created {m['created_at']}  "
+                    f"model {m['model_version']}  index {m['index_build_id'][:12]}"
+                )
         else:
             manifest = rollback(root, args.release_id)
             print(f"serving release {manifest['release_id']} (model {manifest['model_version']})")

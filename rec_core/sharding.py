@@ -21,8 +21,11 @@ def shard_numbers(ids: Sequence, n_shards: int) -> np.ndarray:
     """[len(ids)] int: the shard (0 .. n_shards - 1) of each id, from a stable hash of str(id)."""
     if n_shards < 1:
         raise ValueError(f"n_shards must be at least 1, got {n_shards}")
-    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(str(key).encode("utf-8"), digest_size=8).digest(), "big")
-                          for key in ids), dtype=np.uint64, count=len(ids))
+    hashes = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(key).encode("utf-8"), digest_size=8).digest(), "big") for key in ids),
+        dtype=np.uint64,
+        count=len(ids),
+    )
     return (hashes % np.uint64(n_shards)).astype(np.int64)
 
 
@@ -42,8 +45,9 @@ def merge_shards(tables: Sequence[pd.DataFrame], key_column: str, ids: Sequence)
     """
     wanted = pd.Index([str(key) for key in ids])
     if wanted.has_duplicates:
-        raise ValueError(f"ids: {int(wanted.duplicated().sum())} duplicate key(s), e.g. "
-                         f"{list(wanted[wanted.duplicated()][:3])}")
+        raise ValueError(
+            f"ids: {int(wanted.duplicated().sum())} duplicate key(s), e.g. {list(wanted[wanted.duplicated()][:3])}"
+        )
     for number, table in enumerate(tables):
         if key_column not in table.columns:
             raise ValueError(f"shard {number}: no '{key_column}' column (columns: {list(table.columns)})")
@@ -54,6 +58,8 @@ def merge_shards(tables: Sequence[pd.DataFrame], key_column: str, ids: Sequence)
         raise ValueError(f"{len(doubled)} {key_column}(s) appear in more than one shard row, e.g. {list(doubled[:3])}")
     missing, extra = wanted.difference(keys), keys.difference(wanted)
     if len(missing) or len(extra):
-        raise ValueError(f"the shards do not cover the ids: {len(missing)} {key_column}(s) missing (e.g. {list(missing[:3])}), "
-                         f"{len(extra)} not asked for (e.g. {list(extra[:3])})")
+        raise ValueError(
+            f"the shards do not cover the ids: {len(missing)} {key_column}(s) missing (e.g. {list(missing[:3])}), "
+            f"{len(extra)} not asked for (e.g. {list(extra[:3])})"
+        )
     return combined.iloc[keys.get_indexer(wanted)].reset_index(drop=True)

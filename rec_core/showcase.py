@@ -39,20 +39,29 @@ class UserHistory:
     """
 
     def __init__(self, interactions: pd.DataFrame, items: pd.DataFrame | None = None, keep: int = HISTORY_KEPT):
-        latest = (interactions.sort_values("timestamp", ascending=False, kind="stable")
-                  .groupby("user_id", sort=False).head(keep))
+        latest = (
+            interactions.sort_values("timestamp", ascending=False, kind="stable")
+            .groupby("user_id", sort=False)
+            .head(keep)
+        )
         timestamps = pd.to_datetime(latest["timestamp"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         self._events: dict[str, list[tuple[str, str, str]]] = {}
-        for user_id, item_id, kind, when in zip(latest["user_id"].astype(str), latest["item_id"].astype(str),
-                                                latest["interaction_type"].astype(str), timestamps):
+        for user_id, item_id, kind, when in zip(
+            latest["user_id"].astype(str),
+            latest["item_id"].astype(str),
+            latest["interaction_type"].astype(str),
+            timestamps,
+        ):
             self._events.setdefault(user_id, []).append((item_id, kind, when))
         counts = interactions["user_id"].astype(str).value_counts().rename("n").rename_axis("user_id").reset_index()
         self._by_activity = counts.sort_values(["n", "user_id"], ascending=[False, True])["user_id"].tolist()
         items = pd.DataFrame(columns=["item_id"]) if items is None else items  # None: ids only, no card fields
         fields = [name for name in CARD_FIELDS if name in items]
         catalog = items.drop_duplicates("item_id", keep="last")
-        self._cards = {str(item_id): {name: _plain(value) for name, value in zip(fields, values)}
-                       for item_id, *values in catalog[["item_id", *fields]].itertuples(index=False)}
+        self._cards = {
+            str(item_id): {name: _plain(value) for name, value in zip(fields, values)}
+            for item_id, *values in catalog[["item_id", *fields]].itertuples(index=False)
+        }
 
     @classmethod
     def from_release(cls, root: str | os.PathLike, release: dict | None, keep: int = HISTORY_KEPT) -> UserHistory:
@@ -62,16 +71,20 @@ class UserHistory:
         from rec_core.storage import read_table_file
 
         paths = artifact_paths(root, release)
-        interactions, items = (read_table_file(paths[name], name, required=False) if name in paths else None
-                               for name in ("interactions", "items"))
+        interactions, items = (
+            read_table_file(paths[name], name, required=False) if name in paths else None
+            for name in ("interactions", "items")
+        )
         if interactions is None:
             interactions = pd.DataFrame(columns=["user_id", "item_id", "interaction_type", "timestamp"])
         return cls(interactions, items, keep)
 
     def recent(self, user_id: str, n: int = 10) -> list[dict]:
         """The user's last `n` interactions, newest first: item_id, interaction_type, timestamp and card fields."""
-        return [{"item_id": item_id, "interaction_type": kind, "timestamp": when, **self._cards.get(item_id, {})}
-                for item_id, kind, when in self._events.get(str(user_id), [])[:n]]
+        return [
+            {"item_id": item_id, "interaction_type": kind, "timestamp": when, **self._cards.get(item_id, {})}
+            for item_id, kind, when in self._events.get(str(user_id), [])[:n]
+        ]
 
     def recent_item_ids(self, user_id: str, n: int = 10) -> list[str]:
         return [item_id for item_id, _, _ in self._events.get(str(user_id), [])[:n]]
@@ -127,15 +140,25 @@ def recommendation_grid(rows: Sequence[GridRow], tile_px: int = TILE_PX) -> Imag
                 _draw_tile(grid, draw, (x, top + header_px), image, caption, tile_px, font, line_px)
                 x += tile_px + _GAP
             if title == "latest items":
-                draw.line((x + _GAP // 2, top + header_px, x + _GAP // 2, top + header_px + tile_px), fill=_TEXT, width=2)
+                draw.line(
+                    (x + _GAP // 2, top + header_px, x + _GAP // 2, top + header_px + tile_px), fill=_TEXT, width=2
+                )
                 x += 3 * _GAP
         if r:
             draw.line((0, r * row_px, width, r * row_px), fill=_MISSING, width=1)
     return grid
 
 
-def _draw_tile(grid: Image.Image, draw: ImageDraw.ImageDraw, corner: tuple[int, int], image: Image.Image | None,
-               caption: str, tile_px: int, font, line_px: int) -> None:
+def _draw_tile(
+    grid: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    corner: tuple[int, int],
+    image: Image.Image | None,
+    caption: str,
+    tile_px: int,
+    font,
+    line_px: int,
+) -> None:
     x, y = corner
     if image is None:
         draw.rectangle((x, y, x + tile_px - 1, y + tile_px - 1), fill=_MISSING)
@@ -149,8 +172,13 @@ def _draw_tile(grid: Image.Image, draw: ImageDraw.ImageDraw, corner: tuple[int, 
         draw.text((x, y + tile_px + 2 + i * line_px), line, font=font, fill=_TEXT)
 
 
-def sample_users_grid(recommendations: pd.DataFrame, interactions: pd.DataFrame, root: str | os.PathLike,
-                      n_users: int = 3, n_items: int = 5) -> Image.Image:
+def sample_users_grid(
+    recommendations: pd.DataFrame,
+    interactions: pd.DataFrame,
+    root: str | os.PathLike,
+    n_users: int = 3,
+    n_items: int = 5,
+) -> Image.Image:
     """The grid for `n_users` users spread evenly over the `recommendations` table (`user_id`,
     `top_k_item_ids`, `top_k_scores`, in user id order): each with their latest `n_items` items
     (from `interactions`) and their top `n_items` recommendations, product images from `root`."""
@@ -161,8 +189,12 @@ def sample_users_grid(recommendations: pd.DataFrame, interactions: pd.DataFrame,
     rows = []
     for position, user_id in zip(picks, users):
         latest = [(item_id, product_image(root, item_id)) for item_id in history.recent_item_ids(user_id, n_items)]
-        top = [(f"{item_id} {score:.2f}", product_image(root, item_id)) for item_id, score in
-               zip(list(table.at[position, "top_k_item_ids"])[:n_items], list(table.at[position, "top_k_scores"]))]
+        top = [
+            (f"{item_id} {score:.2f}", product_image(root, item_id))
+            for item_id, score in zip(
+                list(table.at[position, "top_k_item_ids"])[:n_items], list(table.at[position, "top_k_scores"])
+            )
+        ]
         rows.append(GridRow(f"user {user_id}", latest, top))
     return recommendation_grid(rows)
 

@@ -381,8 +381,9 @@ def read_input_table(path: str | os.PathLike, kind: str) -> pa.Table:
             table = pq.read_table(io.BytesIO(raw))
         elif suffix in (".csv", ".tsv"):
             _require_utf8(raw, str(path))
-            frame = pd.read_csv(io.BytesIO(raw), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False,
-                                na_values=[""])
+            frame = pd.read_csv(
+                io.BytesIO(raw), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False, na_values=[""]
+            )
             table = pa.Table.from_pandas(frame, preserve_index=False)
         else:
             raise DataValidationError(str(path), None, 0, f"unsupported file type '{suffix}' (use .parquet or .csv)")

@@ -23,9 +23,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,6 @@ from rec_core.inference import (
 )
 from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, PreprocessingConfig, UserFeatures, data_preprocess
-
 
 TIME_SPLIT_RECENCY_WEIGHT = 20.0  # synthetic validation's optimum; MovieLens preferred 2 (the search probes /4 and /16)
 
@@ -75,7 +74,6 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
 
 
 @dataclass
@@ -158,7 +156,9 @@ def prepare_training_data(
         preprocessing=preprocessing,
         users=user_features,
         items=item_features,
-        example_users=torch.from_numpy(user_row[positives["user_id"]].to_numpy(copy=True)),  # pandas hands out read-only views
+        example_users=torch.from_numpy(
+            user_row[positives["user_id"]].to_numpy(copy=True)
+        ),  # pandas hands out read-only views
         example_items=torch.from_numpy(example_items),
         example_weights=torch.ones(len(example_items)),
         train_history=preprocessing.history_matrix(user_features.ids, positives),
@@ -255,7 +255,9 @@ class _Checkpoint:
             tensors = {f"{pid}.{name}": value for pid, s in opt["state"].items() for name, value in s.items()}
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "optimizer.safetensors"))
             groups = opt["param_groups"]
-            (staging / "state.json").write_text(json.dumps({**state, "fingerprint": self.fingerprint, "param_groups": groups}))
+            (staging / "state.json").write_text(
+                json.dumps({**state, "fingerprint": self.fingerprint, "param_groups": groups})
+            )
 
     def load(self, model: TwoTower, best: TwoTower, optimizer: torch.optim.Optimizer) -> dict | None:
         state_file = self.directory / "state.json"
@@ -277,8 +279,14 @@ class _Checkpoint:
 
 def _fingerprint(config: TrainingConfig, data: TrainingData) -> str:
     payload = json.dumps(
-        {"config": config.to_dict(), "examples": int(data.example_items.numel()), "items": len(data.items.ids),
-         "users": len(data.users.ids), "item_sum": int(data.example_items.sum()), "user_sum": int(data.example_users.sum())},
+        {
+            "config": config.to_dict(),
+            "examples": int(data.example_items.numel()),
+            "items": len(data.items.ids),
+            "users": len(data.users.ids),
+            "item_sum": int(data.example_items.sum()),
+            "user_sum": int(data.example_users.sum()),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -320,7 +328,15 @@ def train_two_tower(
     n_examples, n_items = example_items.numel(), len(data.items.ids)
     k = config.eval_k
 
-    state = {"epoch": 0, "history": [], "best_epoch": 0, "best_recall": -1.0, "bad_epochs": 0, "seconds": 0.0, "examples_seen": 0}
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_epoch": 0,
+        "best_recall": -1.0,
+        "bad_epochs": 0,
+        "seconds": 0.0,
+        "examples_seen": 0,
+    }
     checkpoint = _Checkpoint(checkpoint_dir, _fingerprint(config, data)) if checkpoint_dir else None
     if checkpoint is not None:
         state = checkpoint.load(model, best, optimizer) or state
@@ -340,9 +356,20 @@ def train_two_tower(
         model.train()
         loss_sum, batches, epoch_batches = 0.0, 0, math.ceil(len(order) / batch_size)
         for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            loss = batch_loss(model, users, items, history_table, item_log_q, example_users[batch], example_items[batch],
-                               example_weights[batch], n_items, config, device)
+            batch = order[start : start + batch_size]
+            loss = batch_loss(
+                model,
+                users,
+                items,
+                history_table,
+                item_log_q,
+                example_users[batch],
+                example_items[batch],
+                example_weights[batch],
+                n_items,
+                config,
+                device,
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -352,8 +379,19 @@ def train_two_tower(
                 on_batch(batches, epoch_batches)
         recall = ranks.from_main(lambda: validation_recall(model, data, device, k))  # rank 0 decides for all
         seconds = time.perf_counter() - started
-        state["history"].append({"epoch": epoch, "train_loss": loss_sum / max(batches, 1), f"validation_recall_at_{k}": recall, "seconds": seconds})
-        state["epoch"], state["seconds"], state["examples_seen"] = epoch, state["seconds"] + seconds, state["examples_seen"] + n_examples
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / max(batches, 1),
+                f"validation_recall_at_{k}": recall,
+                "seconds": seconds,
+            }
+        )
+        state["epoch"], state["seconds"], state["examples_seen"] = (
+            epoch,
+            state["seconds"] + seconds,
+            state["examples_seen"] + n_examples,
+        )
         if recall > state["best_recall"]:
             state.update(best_recall=recall, best_epoch=epoch, bad_epochs=0)
             best.load_state_dict(model.state_dict())
@@ -366,37 +404,65 @@ def train_two_tower(
         if on_epoch is not None:
             on_epoch(state["history"][-1])
     bar.close()
-    return TrainedTwoTower(best.cpu().eval(), data.preprocessing, config, state["history"], state["best_epoch"],
-                           state["seconds"], state["examples_seen"], resumed_from_epoch)
+    return TrainedTwoTower(
+        best.cpu().eval(),
+        data.preprocessing,
+        config,
+        state["history"],
+        state["best_epoch"],
+        state["seconds"],
+        state["examples_seen"],
+        resumed_from_epoch,
+    )
 
 
-def _batch_loss(model: TwoTower, users: UserFeatures, items: ItemFeatures, history_table: torch.Tensor,
-                item_log_q: torch.Tensor, batch_users: torch.Tensor, batch_items: torch.Tensor, batch_weights: torch.Tensor, n_items: int,
-                config: TrainingConfig, device: str) -> torch.Tensor:
+def _batch_loss(
+    model: TwoTower,
+    users: UserFeatures,
+    items: ItemFeatures,
+    history_table: torch.Tensor,
+    item_log_q: torch.Tensor,
+    batch_users: torch.Tensor,
+    batch_items: torch.Tensor,
+    batch_weights: torch.Tensor,
+    n_items: int,
+    config: TrainingConfig,
+    device: str,
+) -> torch.Tensor:
     history = history_table[batch_users]  # [B, L]
     history = history.masked_fill(history == items.id_index[batch_items].unsqueeze(1), 0)  # leave the target out
     if config.history_dropout:
         history = history.masked_fill(torch.rand(history.shape, device=device) < config.history_dropout, 0)
-    user_vectors = model.user_tower(**user_inputs(users, history_table, batch_users, device) | {"history": history})  # [B, D]
+    user_vectors = model.user_tower(
+        **user_inputs(users, history_table, batch_users, device) | {"history": history}
+    )  # [B, D]
     candidates, positive_column = torch.unique(batch_items, return_inverse=True)  # [C], [B]
     log_q = item_log_q[candidates] + math.log(len(batch_items))  # expected in-batch count of each candidate
     if config.uniform_negatives:
         uniform = torch.randint(0, n_items, (config.uniform_negatives,), device=device)
         candidates = torch.cat([candidates, uniform])
-        log_q = torch.cat([log_q, torch.full((config.uniform_negatives,), math.log(config.uniform_negatives / n_items), device=device)])
+        log_q = torch.cat(
+            [
+                log_q,
+                torch.full((config.uniform_negatives,), math.log(config.uniform_negatives / n_items), device=device),
+            ]
+        )
     item_vectors = model.item_tower(**item_inputs(items, candidates, device))  # [C, D]
     # a candidate equal to the row's positive but in another column (uniform draws) is an accidental hit
     accidental = candidates.unsqueeze(0) == batch_items.unsqueeze(1)  # [B, C]
     accidental[torch.arange(len(batch_items), device=device), positive_column] = False
-    losses = sampled_softmax_loss(user_vectors, item_vectors, positive_column, log_q, config.temperature,
-                                  config.logq_correction, accidental)  # [B]
+    losses = sampled_softmax_loss(
+        user_vectors, item_vectors, positive_column, log_q, config.temperature, config.logq_correction, accidental
+    )  # [B]
     return (losses * batch_weights).sum() / batch_weights.sum()
 
 
 def validation_recall(model: TwoTower, data: TrainingData, device: str, k: int) -> float:
     item_vectors = encode_item_features(model, data.items, device)  # [n_items, D]
     user_vectors = encode_user_features(model, data.users, data.train_history, device, data.validation_user_rows)
-    return ranking_metrics(lambda rows: (user_vectors[rows] @ item_vectors.T).cpu().numpy(), data.validation, k)[f"recall_at_{k}"]
+    return ranking_metrics(lambda rows: (user_vectors[rows] @ item_vectors.T).cpu().numpy(), data.validation, k)[
+        f"recall_at_{k}"
+    ]
 
 
 def write_artifact(trained: TrainedTwoTower, directory, metrics: dict[str, float] | None = None):
@@ -409,9 +475,18 @@ def write_artifact(trained: TrainedTwoTower, directory, metrics: dict[str, float
         (staging / MODEL_CONFIG).write_text(json.dumps(trained.model.config.to_dict(), indent=2))
         trained.preprocessing.save(staging / PREPROCESSING)
         (staging / METRICS).write_text(json.dumps(metrics or {}, indent=2))
-        (staging / TRAINING_RECORD).write_text(json.dumps(
-            {"config": trained.config.to_dict(), "history": trained.history, "best_epoch": trained.best_epoch,
-             "train_seconds": trained.train_seconds, "examples_seen": trained.examples_seen}, indent=2))
+        (staging / TRAINING_RECORD).write_text(
+            json.dumps(
+                {
+                    "config": trained.config.to_dict(),
+                    "history": trained.history,
+                    "best_epoch": trained.best_epoch,
+                    "train_seconds": trained.train_seconds,
+                    "examples_seen": trained.examples_seen,
+                },
+                indent=2,
+            )
+        )
     return directory
 
 

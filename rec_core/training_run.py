@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from rec_core import storage
 from rec_core.data.bundle import DataBundle
@@ -50,20 +50,38 @@ def run_metrics(search: TuningResult, data: TrainingData) -> dict[str, float]:
     }
 
 
-def train_and_write(data: DataBundle, root, training: TrainingConfig | None = None, tuning: TuningConfig | None = None,
-                    device: str = "cpu", progress: Callable[[str], None] | None = None) -> TrainingRun:
+def train_and_write(
+    data: DataBundle,
+    root,
+    training: TrainingConfig | None = None,
+    tuning: TuningConfig | None = None,
+    device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
+) -> TrainingRun:
     """Trains on `data` (searching as `tuning` says), writes the artifact under `root`; `progress` gets each trial's
     line and, throttled, each epoch's (`rec_core.progress`)."""
     training = training or TrainingConfig()
-    prepared = prepare_training_data(data.users, data.items, data.interaction_splits, **data.embeddings(),
-                                     config=training)
+    prepared = prepare_training_data(
+        data.users, data.items, data.interaction_splits, **data.embeddings(), config=training
+    )
     checkpoints = storage.local_work_dir(root, TRAINING_CHECKPOINTS_DIR)
-    search = tune_two_tower(prepared, training, tuning or TuningConfig(), device=device, log=progress or log.info,
-                            checkpoint_dir=checkpoints, progress=Progress("two_tower", progress or log.info))
+    search = tune_two_tower(
+        prepared,
+        training,
+        tuning or TuningConfig(),
+        device=device,
+        log=progress or log.info,
+        checkpoint_dir=checkpoints,
+        progress=Progress("two_tower", progress or log.info),
+    )
     metrics = run_metrics(search, prepared)
     model_dir = storage.as_path(root) / MODEL_DIR
     write_artifact(search.trained, model_dir, metrics)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    log.info("two-tower: validation recall@10 %.4f after %d epochs on %s", metrics["validation_recall_at_10"],
-             len(search.trained.history), device)
+    log.info(
+        "two-tower: validation recall@10 %.4f after %d epochs on %s",
+        metrics["validation_recall_at_10"],
+        len(search.trained.history),
+        device,
+    )
     return TrainingRun(search, metrics, model_dir)

@@ -21,14 +21,14 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 
-from rec_core.progress import Progress, progress_line
 from rec_core.distributed import train_distributed
+from rec_core.progress import Progress, progress_line
 from rec_core.training import TrainedTwoTower, TrainingConfig, TrainingData
 
 logger = logging.getLogger(__name__)
@@ -96,13 +96,22 @@ def trial_config(trial: optuna.Trial, base: TrainingConfig, data: TrainingData) 
 def base_params(base: TrainingConfig, data: TrainingData) -> dict:
     """The base configuration in the search space's terms (enqueued as trial 0)."""
     recency = {"recency_weight": data.recency_weight(base)} if data.time_split else {}
-    return recency | {"learning_rate": base.learning_rate, "temperature": base.temperature,
-                      "weight_decay": base.weight_decay}
+    return recency | {
+        "learning_rate": base.learning_rate,
+        "temperature": base.temperature,
+        "weight_decay": base.weight_decay,
+    }
 
 
-def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tuning: TuningConfig | None = None,
-                   device: str = "cpu", log: Callable[[str], None] | None = None,
-                   checkpoint_dir: str | Path | None = None, progress: Progress | None = None) -> TuningResult:
+def tune_two_tower(
+    data: TrainingData,
+    base: TrainingConfig | None = None,
+    tuning: TuningConfig | None = None,
+    device: str = "cpu",
+    log: Callable[[str], None] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> TuningResult:
     """Searches on `data.validation`, returns the best trial's configuration and model.
 
     `log` gets a line per finished trial; `progress` reports each trial's epochs as they finish
@@ -117,10 +126,14 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
     tuning = tuning or TuningConfig()
     log = log or logger.info
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-              if tuning.prune else optuna.pruners.NopPruner())
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tuning.seed),
-                                pruner=pruner)
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+        if tuning.prune
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=tuning.seed), pruner=pruner
+    )
     metric = f"validation_recall_at_{base.eval_k}"
     started = time.perf_counter()
     models: dict[int, tuple[TrainingConfig, TrainedTwoTower]] = {}
@@ -138,7 +151,9 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
         def report_batch(done: int, total: int) -> None:
             nonlocal epoch_batches
             if done == 1:  # epochs reported so far (restored ones included) + 1 is the running one
-                epoch_batches = progress.stage(f"trial {trial.number} epoch {len(recalls) + 1}", unit="batches").start(total)
+                epoch_batches = progress.stage(f"trial {trial.number} epoch {len(recalls) + 1}", unit="batches").start(
+                    total
+                )
             epoch_batches.advance(1)  # throttled; the epoch's own line closes it
 
         def report(row: dict) -> None:
@@ -151,13 +166,26 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
 
         record = {"trial": trial.number, "params": params}
         try:
-            trained = train_distributed(data, config, processes=config.processes, device=device, on_epoch=report,
-                                        on_batch=report_batch,
-                                        checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}")
+            trained = train_distributed(
+                data,
+                config,
+                processes=config.processes,
+                device=device,
+                on_epoch=report,
+                on_batch=report_batch,
+                checkpoint_dir=None if checkpoint_dir is None else Path(checkpoint_dir) / f"trial-{trial.number}",
+            )
         except optuna.TrialPruned:
             epochs.finish(note="pruned")
-            records.append(record | {"state": "pruned", "validation_recall": max(recalls), "epochs": len(recalls),
-                                     "seconds": time.perf_counter() - trial_started})
+            records.append(
+                record
+                | {
+                    "state": "pruned",
+                    "validation_recall": max(recalls),
+                    "epochs": len(recalls),
+                    "seconds": time.perf_counter() - trial_started,
+                }
+            )
             _log_trial(log, records[-1], started, tuning)
             raise
         value = max(row[metric] for row in trained.history)
@@ -165,8 +193,15 @@ def tune_two_tower(data: TrainingData, base: TrainingConfig | None = None, tunin
         if trial.number == 0:
             base_best_epoch[0] = trained.best_epoch
         models[trial.number] = (config, trained)
-        records.append(record | {"state": "complete", "validation_recall": value, "epochs": len(trained.history),
-                                 "seconds": time.perf_counter() - trial_started})
+        records.append(
+            record
+            | {
+                "state": "complete",
+                "validation_recall": value,
+                "epochs": len(trained.history),
+                "seconds": time.perf_counter() - trial_started,
+            }
+        )
         _log_trial(log, records[-1], started, tuning)
         # keep only the best model so far in memory
         for number in [n for n in models if n != _best_number(models, metric)]:
@@ -193,21 +228,35 @@ def _log_trial(log: Callable[[str], None], record: dict, started: float, tuning:
     eta = remaining * per_trial
     if tuning.timeout_s is not None:
         eta = min(eta, max(0.0, tuning.timeout_s - elapsed) + per_trial)
-    log(progress_line("tuning", done, tuning.trials, "trials", elapsed, math.ceil(eta), per="min",
-                      note=f"trial {record['trial']} {record['state']}, validation recall {record['validation_recall']:.4f} "
-                           f"after {record['epochs']} epochs in {record['seconds']:.1f}s"))
+    log(
+        progress_line(
+            "tuning",
+            done,
+            tuning.trials,
+            "trials",
+            elapsed,
+            math.ceil(eta),
+            per="min",
+            note=f"trial {record['trial']} {record['state']}, validation recall {record['validation_recall']:.4f} "
+            f"after {record['epochs']} epochs in {record['seconds']:.1f}s",
+        )
+    )
 
 
 def trials_table(trials: list[dict]) -> str:
     """A markdown table of the search: one row per trial, the chosen one marked."""
     names = sorted({name for t in trials for name in t["params"]})
-    lines = ["| trial | state | validation recall | epochs | seconds | " + " | ".join(names) + " |",
-             "|---" * (5 + len(names)) + "|"]
+    lines = [
+        "| trial | state | validation recall | epochs | seconds | " + " | ".join(names) + " |",
+        "|---" * (5 + len(names)) + "|",
+    ]
     for t in trials:
         params = " | ".join(_short(t["params"].get(name)) for name in names)
         mark = " (chosen)" if t.get("best") else ""
-        lines.append(f"| {t['trial']}{mark} | {t['state']} | {t['validation_recall']:.4f} | {t['epochs']} | "
-                     f"{t['seconds']:.1f} | {params} |")
+        lines.append(
+            f"| {t['trial']}{mark} | {t['state']} | {t['validation_recall']:.4f} | {t['epochs']} | "
+            f"{t['seconds']:.1f} | {params} |"
+        )
     return "\n".join(lines)
 
 

@@ -12,38 +12,104 @@ from rec_core.data.loaders import load_dataset
 from rec_core.data.validation import DataValidationError
 
 REVIEWS_2018 = [
-    {"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1400000000, "reviewTime": "05 13, 2014",
-     "summary": "Deep bass headphones", "reviewText": "The bass is deep and the headphones fit well."},
-    {"reviewerID": "A2", "asin": "B001", "overall": 2.0, "unixReviewTime": 1400000500,
-     "summary": "Headphones broke, bass ok", "reviewText": "Broke after a week."},
-    {"reviewerID": "A2", "asin": "B002", "overall": 4.0, "unixReviewTime": 1400001000, "summary": "Five Stars",
-     "reviewText": "A solid &amp; sturdy tripod."},
+    {
+        "reviewerID": "A1",
+        "asin": "B001",
+        "overall": 5.0,
+        "unixReviewTime": 1400000000,
+        "reviewTime": "05 13, 2014",
+        "summary": "Deep bass headphones",
+        "reviewText": "The bass is deep and the headphones fit well.",
+    },
+    {
+        "reviewerID": "A2",
+        "asin": "B001",
+        "overall": 2.0,
+        "unixReviewTime": 1400000500,
+        "summary": "Headphones broke, bass ok",
+        "reviewText": "Broke after a week.",
+    },
+    {
+        "reviewerID": "A2",
+        "asin": "B002",
+        "overall": 4.0,
+        "unixReviewTime": 1400001000,
+        "summary": "Five Stars",
+        "reviewText": "A solid &amp; sturdy tripod.",
+    },
     {"reviewerID": "A3", "asin": "B002", "overall": 3.0, "unixReviewTime": 1400002000, "summary": "Tripod tripod legs"},
     {"reviewerID": "A3", "asin": "B003", "overall": 1.0, "unixReviewTime": 1400003000, "reviewText": "No title here."},
 ]
 # old metadata files are Python literals, not JSON; B004 was never reviewed; B003 has no metadata row
 META_2018 = [
-    ("{'asin': 'B001', 'title': 'Sony MDR Headphones', 'category': ['Electronics', 'Headphones', 'Over-Ear'], "
-     "'price': '$12.99', 'description': ['Closed back.', 'Wired &amp; light.'], 'imageURL': ['http://img/b001.jpg']}"),
-    json.dumps({"asin": "B002", "title": "Travel Tripod", "categories": [["Camera & Photo", "Tripods"], ["Sale"]],
-                "price": "$1,299.50 - $1,499.00", "description": "Aluminium legs.", "imUrl": "http://img/b002.jpg"}),
+    (
+        "{'asin': 'B001', 'title': 'Sony MDR Headphones', 'category': ['Electronics', 'Headphones', 'Over-Ear'], "
+        "'price': '$12.99', 'description': ['Closed back.', 'Wired &amp; light.'], 'imageURL': ['http://img/b001.jpg']}"
+    ),
+    json.dumps(
+        {
+            "asin": "B002",
+            "title": "Travel Tripod",
+            "categories": [["Camera & Photo", "Tripods"], ["Sale"]],
+            "price": "$1,299.50 - $1,499.00",
+            "description": "Aluminium legs.",
+            "imUrl": "http://img/b002.jpg",
+        }
+    ),
     json.dumps({"asin": "B004", "title": "Never reviewed", "price": 3.5}),
 ]
 REVIEWS_2023 = [
-    {"user_id": "U1", "asin": "X1", "parent_asin": "P1", "rating": 5.0, "timestamp": 1588615855070,
-     "title": "Smells lovely", "text": "Lovely shampoo.", "helpful_vote": 0, "verified_purchase": True},
-    {"user_id": "U2", "asin": "X2", "parent_asin": "P1", "rating": 4.0, "timestamp": 1588615856999,
-     "title": "Nice", "text": "Works."},
-    {"user_id": "U2", "asin": "X3", "parent_asin": "P2", "rating": 1.0, "timestamp": 1600000000000,
-     "title": "Conditioner dried hair", "text": "Dry."},
+    {
+        "user_id": "U1",
+        "asin": "X1",
+        "parent_asin": "P1",
+        "rating": 5.0,
+        "timestamp": 1588615855070,
+        "title": "Smells lovely",
+        "text": "Lovely shampoo.",
+        "helpful_vote": 0,
+        "verified_purchase": True,
+    },
+    {
+        "user_id": "U2",
+        "asin": "X2",
+        "parent_asin": "P1",
+        "rating": 4.0,
+        "timestamp": 1588615856999,
+        "title": "Nice",
+        "text": "Works.",
+    },
+    {
+        "user_id": "U2",
+        "asin": "X3",
+        "parent_asin": "P2",
+        "rating": 1.0,
+        "timestamp": 1600000000000,
+        "title": "Conditioner dried hair",
+        "text": "Dry.",
+    },
 ]
 META_2023 = [
-    {"main_category": "All Beauty", "title": "Argan Shampoo", "average_rating": 4.8, "rating_number": 10,
-     "price": None, "images": [{"thumb": "http://t/p1.jpg", "large": "http://l/p1.jpg", "variant": "MAIN", "hi_res": None}],
-     "categories": [], "description": [], "parent_asin": "P1"},
-    {"main_category": "All Beauty", "title": "Silk Conditioner", "price": 7.25, "images": [{"thumb": "http://t/p2.jpg"}],
-     "categories": ["Beauty & Personal Care", "Hair Care", "Conditioners"], "description": ["Soft | silky."],
-     "parent_asin": "P2"},
+    {
+        "main_category": "All Beauty",
+        "title": "Argan Shampoo",
+        "average_rating": 4.8,
+        "rating_number": 10,
+        "price": None,
+        "images": [{"thumb": "http://t/p1.jpg", "large": "http://l/p1.jpg", "variant": "MAIN", "hi_res": None}],
+        "categories": [],
+        "description": [],
+        "parent_asin": "P1",
+    },
+    {
+        "main_category": "All Beauty",
+        "title": "Silk Conditioner",
+        "price": 7.25,
+        "images": [{"thumb": "http://t/p2.jpg"}],
+        "categories": ["Beauty & Personal Care", "Hair Care", "Conditioners"],
+        "description": ["Soft | silky."],
+        "parent_asin": "P2",
+    },
 ]
 
 
@@ -74,8 +140,15 @@ def test_2018_reviews_without_metadata(tmp_path):
     assert interactions["rating"].tolist() == [5.0, 2.0, 4.0, 3.0, 1.0]
     assert set(interactions["interaction_type"]) == {"rate"}
     assert interactions["timestamp"].iloc[0] == pd.Timestamp(1400000000, unit="s", tz="UTC")
-    assert interactions["review_title"].tolist()[:3] == ["Deep bass headphones", "Headphones broke, bass ok", "Five Stars"]
-    assert interactions["review_content"].iloc[2] == "A solid & sturdy tripod." and interactions["review_title"].iloc[4] is None
+    assert interactions["review_title"].tolist()[:3] == [
+        "Deep bass headphones",
+        "Headphones broke, bass ok",
+        "Five Stars",
+    ]
+    assert (
+        interactions["review_content"].iloc[2] == "A solid & sturdy tripod."
+        and interactions["review_title"].iloc[4] is None
+    )
     by_id = items.set_index("item_id")
     # names from the most frequent review-title words, stopwords and star words left out
     assert by_id.at["B001", "product_name"] == "Bass Headphones Broke Deep"
@@ -85,7 +158,9 @@ def test_2018_reviews_without_metadata(tmp_path):
     assert set(items["category"]) == {"Amazon|Cell Phones"}  # from the file name
     assert (items["actual_price"] == 0.0).all() and items["rating"].isna().all() and items["img_link"].isna().all()
     assert by_id.at["B002", "arrival_date"] == pd.Timestamp(1400001000, unit="s", tz="UTC")
-    assert users["user_id"].tolist() == ["A1", "A2", "A3"] and users["age"].isna().all() and users["gender"].isna().all()
+    assert (
+        users["user_id"].tolist() == ["A1", "A2", "A3"] and users["age"].isna().all() and users["gender"].isna().all()
+    )
 
 
 def test_2018_gzipped_folder_with_literal_metadata(folder_2018):
@@ -103,7 +178,10 @@ def test_2018_gzipped_folder_with_literal_metadata(folder_2018):
     assert by_id.at["B002", "actual_price"] == 1299.5  # a range: its lower end
     assert by_id.at["B002", "img_link"] == "http://img/b002.jpg"
     # B003 has no metadata row: it falls back to what its reviews say
-    assert by_id.at["B003", "category"] == "Amazon|Electronics" and by_id.at["B003", "about_product"] == "From reviews: No title here."
+    assert (
+        by_id.at["B003", "category"] == "Amazon|Electronics"
+        and by_id.at["B003", "about_product"] == "From reviews: No title here."
+    )
     assert len(interactions) == 5
 
 
@@ -133,7 +211,9 @@ def test_2023_reviews_without_metadata_and_the_rating_mapping(tmp_path):
     _, items, interactions = load_amazon_reviews(path, negative_below=3.0)
     assert interactions["interaction_type"].tolist() == ["rate", "rate", "negative_view"]  # as load_movielens maps
     by_id = items.set_index("item_id")
-    assert by_id.at["P1", "product_name"] == "Lovely Smells" and by_id.at["P2", "product_name"] == "Conditioner Dried Hair"
+    assert (
+        by_id.at["P1", "product_name"] == "Lovely Smells" and by_id.at["P2", "product_name"] == "Conditioner Dried Hair"
+    )
     assert set(items["category"]) == {"Amazon|Beauty"}
 
 
@@ -149,8 +229,12 @@ def test_malformed_lines_are_counted_and_named(tmp_path):
 
 
 def test_missing_required_key_names_the_field(tmp_path):
-    lines = [REVIEWS_2018[0], {k: v for k, v in REVIEWS_2018[1].items() if k != "overall"},
-             {k: v for k, v in REVIEWS_2018[2].items() if k != "overall"}, REVIEWS_2018[3]]
+    lines = [
+        REVIEWS_2018[0],
+        {k: v for k, v in REVIEWS_2018[1].items() if k != "overall"},
+        {k: v for k, v in REVIEWS_2018[2].items() if k != "overall"},
+        REVIEWS_2018[3],
+    ]
     path = write_lines(tmp_path / "reviews_y.json.gz", lines, gzipped=True)
     with pytest.raises(DataValidationError, match=r"reviews_y\.json\.gz: column 'overall': 2 bad row\(s\)"):
         load_amazon_reviews(path)
@@ -162,8 +246,9 @@ def test_missing_required_key_names_the_field(tmp_path):
 
 
 def test_bad_metadata_and_folder_errors(folder_2018, tmp_path):
-    write_lines(folder_2018 / "meta_Electronics.json.gz", [*META_2018, "{'title': 'no id'}", "{'asin': 'B9',"],
-                gzipped=True)
+    write_lines(
+        folder_2018 / "meta_Electronics.json.gz", [*META_2018, "{'title': 'no id'}", "{'asin': 'B9',"], gzipped=True
+    )
     with pytest.raises(DataValidationError, match=r"meta_Electronics\.json\.gz: table: 1 bad row\(s\).*line 5"):
         load_amazon_reviews(folder_2018)
     write_lines(folder_2018 / "meta_Electronics.json.gz", [*META_2018, "{'title': 'no id'}"], gzipped=True)

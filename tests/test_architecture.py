@@ -44,8 +44,9 @@ print(json.dumps({"imported": imported, "failures": failures,
 def test_every_rec_core_module_imports_without_dagster():
     """Each module under rec_core imports in a process where `import dagster` fails, and none names Dagster or
     rec_assets in any import, even a lazy one inside a function (which importing the module would not run)."""
-    done = subprocess.run([sys.executable, "-c", _IMPORT_ALL_WITHOUT_DAGSTER], capture_output=True, text=True,
-                          cwd=REPO, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL_WITHOUT_DAGSTER], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["failures"] == {}
@@ -57,10 +58,18 @@ def test_every_rec_core_module_imports_without_dagster():
     lazy = []
     for path in sorted((REPO / "rec_core").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            lazy += [f"{path.relative_to(REPO)}: {name}" for name in names
-                     if name.split(".")[0] in ("dagster", "rec_assets") or name.startswith("dagster_")]
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            lazy += [
+                f"{path.relative_to(REPO)}: {name}"
+                for name in names
+                if name.split(".")[0] in ("dagster", "rec_assets") or name.startswith("dagster_")
+            ]
     assert lazy == []
 
 
@@ -100,11 +109,14 @@ def _mirrors() -> dict[str, Mirror]:
         "TwoTowerTrainingConfig": Mirror(
             (TrainingConfig, TwoTowerConfig, PreprocessingConfig, TuningConfig),
             {"tuning_trials": "trials", "tuning_timeout_s": "timeout_s"},
-            {"use_text": "whether the asset feeds the text tables", "use_images": "whether it feeds the CLIP table"}),
+            {"use_text": "whether the asset feeds the text tables", "use_images": "whether it feeds the CLIP table"},
+        ),
         "ProductImagesConfig": Mirror((ImageGenerationConfig,), own={"gallery_size": "thumbnails in the UI"}),
         "ItemIndexConfig": Mirror((IndexConfig,)),
-        "UserRecommendationsConfig": Mirror((Recommender.recommend_batch,), own={
-            "k": "the stored table keeps 50 per user, more than the 10 a request returns by default"}),
+        "UserRecommendationsConfig": Mirror(
+            (Recommender.recommend_batch,),
+            own={"k": "the stored table keeps 50 per user, more than the 10 a request returns by default"},
+        ),
         "ServingReleaseConfig": Mirror((publish_release,)),
         "RollbackConfig": Mirror((rollback,)),
         "ArtifactStore": Mirror(own={"root": empty_means_default}),
@@ -112,8 +124,9 @@ def _mirrors() -> dict[str, Mirror]:
         "DeviceResource": Mirror((resolve_device,)),
         "TextEncoderResource": Mirror((TextEncoderConfig,)),
         "ClipEncoderResource": Mirror((ClipEncoder.__init__,), own={"model": empty_means_default}),
-        "FeastStoreResource": Mirror(own={"profile": empty_means_default, "repo_path": empty_means_default,
-                                          "data_dir": empty_means_default}),
+        "FeastStoreResource": Mirror(
+            own={"profile": empty_means_default, "repo_path": empty_means_default, "data_dir": empty_means_default}
+        ),
     }
 
 
@@ -150,13 +163,17 @@ def test_every_dagster_config_default_equals_the_library_default():
     checked = 0
     for name, cls in classes.items():
         mirror = mirrors[name]
-        assert set(mirror.own) <= set(cls.model_fields), f"{name}: stale own fields {set(mirror.own) - set(cls.model_fields)}"
+        assert set(mirror.own) <= set(cls.model_fields), (
+            f"{name}: stale own fields {set(mirror.own) - set(cls.model_fields)}"
+        )
         for field_name, info in cls.model_fields.items():
             if field_name in mirror.own:
                 continue
             ours = info.get_default(call_default_factory=True)
-            library = [(source, _library_default(source, mirror.renames.get(field_name, field_name)))
-                       for source in mirror.sources]
+            library = [
+                (source, _library_default(source, mirror.renames.get(field_name, field_name)))
+                for source in mirror.sources
+            ]
             library = [(source, value) for source, value in library if value is not MISSING]
             assert library, f"{name}.{field_name}: no library default found; name its source or list it as own"
             for source, value in library:

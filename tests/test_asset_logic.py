@@ -36,7 +36,10 @@ def test_artifact_root_default_is_the_environment_else_data_artifacts(monkeypatc
     monkeypatch.delenv(paths.ARTIFACT_ROOT_ENV)
     monkeypatch.chdir(tmp_path)
     assert paths.default_artifact_root() == str(tmp_path / "data" / "artifacts")
-    assert paths.image_link("I1").startswith(f"{paths.PRODUCT_IMAGES_DIR}/") and paths.table_file("items") == "items.parquet"
+    assert (
+        paths.image_link("I1").startswith(f"{paths.PRODUCT_IMAGES_DIR}/")
+        and paths.table_file("items") == "items.parquet"
+    )
 
 
 def test_bundle_leaves_out_the_inputs_a_model_does_not_use(bundle):
@@ -54,8 +57,11 @@ def test_synthetic_source_is_conformed_and_keeps_its_oracle(tmp_path):
     from rec_core.data.sources import load_source
     from rec_core.generation.synthetic import GeneratorConfig
 
-    source = load_source("synthetic", generator=GeneratorConfig(n_users=40, n_items=90, n_interactions=600, seed=4),
-                         truth_dir=tmp_path / "truth")
+    source = load_source(
+        "synthetic",
+        generator=GeneratorConfig(n_users=40, n_items=90, n_interactions=600, seed=4),
+        truth_dir=tmp_path / "truth",
+    )
     assert (len(source.users), len(source.items), len(source.interactions)) == (40, 90, 600)
     assert source.label == "synthetic(seed=4)"
     assert str(source.interactions["timestamp"].dtype) == "datetime64[us, UTC]"
@@ -99,7 +105,8 @@ def test_training_run_writes_the_artifact_and_reports_its_metrics(trained_root):
     directory = root / paths.MODEL_DIR
     assert run.model_dir == directory
     assert {paths.MODEL_WEIGHTS, paths.MODEL_CONFIG, paths.PREPROCESSING, paths.METRICS, paths.TRAINING_RECORD} <= {
-        p.name for p in directory.iterdir()}
+        p.name for p in directory.iterdir()
+    }
     assert json.loads((directory / paths.METRICS).read_text()) == run.metrics
     history = run.search.trained.history
     assert run.metrics["epochs"] == len(history) == 2 and run.metrics["tuning_trials"] == 1

@@ -19,8 +19,11 @@ SMALL = {"source": "synthetic", "n_users": 80, "n_items": 200, "n_interactions":
 
 
 def _resources(root):
-    return {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-            "device": DeviceResource(device="cpu")}
+    return {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "device": DeviceResource(device="cpu"),
+    }
 
 
 def _age(path):
@@ -31,8 +34,11 @@ def _age(path):
 @pytest.fixture()
 def materialized(tmp_path):
     root = tmp_path / "artifacts"
-    result = dg.materialize([source_tables, interactions], resources=_resources(root),
-                            run_config={"ops": {"source_tables": {"config": SMALL}}})
+    result = dg.materialize(
+        [source_tables, interactions],
+        resources=_resources(root),
+        run_config={"ops": {"source_tables": {"config": SMALL}}},
+    )
     assert result.success
     return root
 
@@ -40,14 +46,19 @@ def materialized(tmp_path):
 def _new_events(root, n, prefix):
     users = read_parquet(root / "users.parquet").to_pandas()
     items = read_parquet(root / "items.parquet").to_pandas()
-    return pd.DataFrame({
-        "interaction_id": [f"{prefix}{i}" for i in range(n)],
-        "user_id": users["user_id"].iloc[:n].to_numpy(),
-        "item_id": items["item_id"].iloc[:n].to_numpy(),
-        "timestamp": pd.Timestamp("2026-02-01", tz="UTC"),
-        "interaction_type": "purchase",
-        "rating": None, "quantity": 1, "review_title": None, "review_content": None,
-    })
+    return pd.DataFrame(
+        {
+            "interaction_id": [f"{prefix}{i}" for i in range(n)],
+            "user_id": users["user_id"].iloc[:n].to_numpy(),
+            "item_id": items["item_id"].iloc[:n].to_numpy(),
+            "timestamp": pd.Timestamp("2026-02-01", tz="UTC"),
+            "interaction_type": "purchase",
+            "rating": None,
+            "quantity": 1,
+            "review_title": None,
+            "review_content": None,
+        }
+    )
 
 
 def _evaluate(cursor=None):
@@ -68,8 +79,12 @@ def test_landing_file_is_ingested_once(tmp_path, materialized, monkeypatch):
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     before = read_parquet(materialized / "interactions.parquet").num_rows
-    run = dg.materialize([source_tables, interactions], resources=_resources(materialized),
-                         selection=["interactions"], run_config=request.run_config)
+    run = dg.materialize(
+        [source_tables, interactions],
+        resources=_resources(materialized),
+        selection=["interactions"],
+        run_config=request.run_config,
+    )
     assert run.success
     after = read_parquet(materialized / "interactions.parquet").to_pandas()
     assert len(after) == before + 7
@@ -79,8 +94,12 @@ def test_landing_file_is_ingested_once(tmp_path, materialized, monkeypatch):
     second = _evaluate(first.cursor)
     assert not second.run_requests
     # ... and even a forced re-run with the same file adds nothing.
-    again = dg.materialize([source_tables, interactions], resources=_resources(materialized),
-                           selection=["interactions"], run_config=request.run_config)
+    again = dg.materialize(
+        [source_tables, interactions],
+        resources=_resources(materialized),
+        selection=["interactions"],
+        run_config=request.run_config,
+    )
     assert again.success
     assert read_parquet(materialized / "interactions.parquet").num_rows == before + 7
 
@@ -93,7 +112,7 @@ def test_malformed_and_unfinished_files_are_not_ingested(tmp_path, materialized,
     _new_events(materialized, 3, "bad-").drop(columns=["item_id"]).to_csv(bad, index=False)
     _age(bad)
     fresh = landing / "still_writing.parquet"
-    _new_events(materialized, 3, "fresh-").to_parquet(fresh)   # mtime is now: maybe still being written
+    _new_events(materialized, 3, "fresh-").to_parquet(fresh)  # mtime is now: maybe still being written
     result = _evaluate()
     assert not result.run_requests
     assert "broken.csv" in result.skip_reason.skip_message
@@ -109,7 +128,7 @@ def test_truncated_parquet_is_rejected_and_never_ingested(tmp_path, materialized
     monkeypatch.setenv("REC_LANDING_DIR", str(landing))
     whole = tmp_path / "whole.parquet"
     _new_events(materialized, 20, "cut-").to_parquet(whole)
-    assert len(validate_landing_file(whole)) == 20   # the complete file is valid: only the truncation is wrong
+    assert len(validate_landing_file(whole)) == 20  # the complete file is valid: only the truncation is wrong
     raw = whole.read_bytes()
     truncated = landing / "cut_short.parquet"
     truncated.write_bytes(raw[: len(raw) // 2])
@@ -118,13 +137,17 @@ def test_truncated_parquet_is_rejected_and_never_ingested(tmp_path, materialized
     result = _evaluate()
     assert not result.run_requests
     assert "cut_short.parquet" in result.skip_reason.skip_message
-    assert json.loads(result.cursor) == {file_digest(truncated): "rejected"}   # not retried on every tick
+    assert json.loads(result.cursor) == {file_digest(truncated): "rejected"}  # not retried on every tick
 
     # Even a run forced with the file ingests nothing: it fails, and the stored interactions are unchanged.
     before = read_parquet(materialized / "interactions.parquet").to_pandas()
-    forced = dg.materialize([source_tables, interactions], resources=_resources(materialized), selection=["interactions"],
-                            run_config={"ops": {"interactions": {"config": {"landing_files": [str(truncated)]}}}},
-                            raise_on_error=False)
+    forced = dg.materialize(
+        [source_tables, interactions],
+        resources=_resources(materialized),
+        selection=["interactions"],
+        run_config={"ops": {"interactions": {"config": {"landing_files": [str(truncated)]}}}},
+        raise_on_error=False,
+    )
     assert not forced.success
     failures = [event.step_failure_data.error.to_string() for event in forced.get_step_failure_events()]
     assert any("cut_short.parquet" in message and "cannot be parsed" in message for message in failures), failures
@@ -135,7 +158,9 @@ def test_truncated_parquet_is_rejected_and_never_ingested(tmp_path, materialized
 
 
 def test_nightly_schedule_requests_retraining():
-    context = dg.build_schedule_context(scheduled_execution_time=pd.Timestamp("2026-11-28 02:00", tz="UTC").to_pydatetime())
+    context = dg.build_schedule_context(
+        scheduled_execution_time=pd.Timestamp("2026-11-28 02:00", tz="UTC").to_pydatetime()
+    )
     requests = list(nightly_retrain_schedule.evaluate_tick(context).run_requests)
     assert len(requests) == 1
     assert nightly_retrain_schedule.cron_schedule == "0 2 * * *"
@@ -152,7 +177,7 @@ def test_executor_follows_the_environment(monkeypatch):
     monkeypatch.setenv("REC_EXECUTOR", "multiprocess")
     executor = executor_for_environment()
     assert executor.name == "multiprocess_forkserver"
-    resolved = executor.apply_config_mapping({}).value["config"]   # the configured defaults
+    resolved = executor.apply_config_mapping({}).value["config"]  # the configured defaults
     assert resolved["start_method"]["forkserver"]["preload_modules"] == ["rec_assets"]
     monkeypatch.setenv("REC_EXECUTOR", "spark")
     with pytest.raises(ValueError, match="REC_EXECUTOR"):

@@ -20,8 +20,14 @@ def cli_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     artifacts = tmp_path_factory.mktemp("artifacts")
-    return {**os.environ, "DAGSTER_HOME": str(home), "REC_ARTIFACT_ROOT": str(artifacts),
-            "REC_LANDING_DIR": str(artifacts / "landing"), "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "REC_ARTIFACT_ROOT": str(artifacts),
+        "REC_LANDING_DIR": str(artifacts / "landing"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def _run(args, env, timeout=900):
@@ -36,12 +42,15 @@ def test_definitions_validate(cli_env):
 
 @pytest.mark.slow
 def test_materialize_everything_on_a_small_configuration(cli_env):
-    _run(["asset", "materialize", "-m", "rec_assets", "--select", "*", "-c", str(REPO / "configs" / "small.yaml")],
-         cli_env)
+    _run(
+        ["asset", "materialize", "-m", "rec_assets", "--select", "*", "-c", str(REPO / "configs" / "small.yaml")],
+        cli_env,
+    )
     with dg.DagsterInstance.from_config(cli_env["DAGSTER_HOME"]) as instance:
         materialized = {k.to_user_string() for k in instance.get_asset_keys()}
         check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            [dg.AssetCheckKey(dg.AssetKey("two_tower_model"), "two_tower_beats_popularity")])
+            [dg.AssetCheckKey(dg.AssetKey("two_tower_model"), "two_tower_beats_popularity")]
+        )
     assert set(REQUIRED_ASSETS) <= materialized, set(REQUIRED_ASSETS) - materialized
     [execution] = check.values()
     assert execution.status.value == "SUCCEEDED"

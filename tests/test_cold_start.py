@@ -30,8 +30,13 @@ def hashed_words(texts: pd.Series) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def text_table(small_dataset):
     items = small_dataset.items
-    return pd.DataFrame({"item_id": items["item_id"], "name_embedding": hashed_words(items["product_name"]),
-                         "description_embedding": hashed_words(items["about_product"])})
+    return pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "name_embedding": hashed_words(items["product_name"]),
+            "description_embedding": hashed_words(items["about_product"]),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,9 @@ def test_cold_items_have_every_interaction_in_test_and_only_they_are_chosen(smal
     is_cold = cold_splits["item_id"].isin(cold)
     assert (cold_splits.loc[is_cold, "split"] == "test").all()
     assert not cold_splits.loc[cold_splits["split"].isin(["train", "validation"]), "item_id"].isin(cold).any()
-    assert len(cold_splits) == len(interactions) and set(cold_splits["interaction_id"]) == set(interactions["interaction_id"])
+    assert len(cold_splits) == len(interactions) and set(cold_splits["interaction_id"]) == set(
+        interactions["interaction_id"]
+    )
     # the warm interactions are split per user exactly as the random split splits them
     warm = interactions[~interactions["item_id"].isin(cold)]
     expected = split_interactions(warm, method="random", seed=4).set_index("interaction_id")["split"]
@@ -68,8 +75,13 @@ def test_cold_items_split_is_seeded_and_fraction_is_configurable(small_dataset, 
 
 
 def test_items_without_train_interactions_have_no_id_embedding(small_dataset, cold_splits, text_table):
-    data = prepare_training_data(small_dataset.users, small_dataset.items, cold_splits, item_text_embeddings=text_table,
-                                 config=TrainingConfig(max_epochs=1))
+    data = prepare_training_data(
+        small_dataset.users,
+        small_dataset.items,
+        cold_splits,
+        item_text_embeddings=text_table,
+        config=TrainingConfig(max_epochs=1),
+    )
     id_index = pd.Series(data.items.id_index.numpy(), index=data.items.ids)
     cold = cold_item_ids(small_dataset.interactions, seed=4)
     trained_on = set(positive_interactions(cold_splits[cold_splits["split"] == "train"])["item_id"])
@@ -97,8 +109,10 @@ def test_content_baseline_beats_random_when_text_is_informative(small_dataset, c
     rows = np.arange(5)
     assert np.array_equal(random_scorer(task, seed=0)(rows), random_scorer(task, seed=0)(rows))
     # uninformative text (every item alike) leaves the content baseline no better than ties
-    flat = text_table.assign(name_embedding=[np.ones(HASH_DIM, np.float32)] * len(text_table),
-                             description_embedding=[np.ones(HASH_DIM, np.float32)] * len(text_table))
+    flat = text_table.assign(
+        name_embedding=[np.ones(HASH_DIM, np.float32)] * len(text_table),
+        description_embedding=[np.ones(HASH_DIM, np.float32)] * len(text_table),
+    )
     flat_scores = content_scorer(flat, task)(rows)
     assert np.allclose(flat_scores, flat_scores[:, :1])
 
@@ -114,8 +128,9 @@ def test_item_text_vectors_join_and_normalize(text_table):
 
 def test_cold_item_metrics_compares_three_models_on_the_same_users(small_dataset, cold_splits, text_table):
     config = TrainingConfig(max_epochs=2, seed=0)
-    data = prepare_training_data(small_dataset.users, small_dataset.items, cold_splits, item_text_embeddings=text_table,
-                                 config=config)
+    data = prepare_training_data(
+        small_dataset.users, small_dataset.items, cold_splits, item_text_embeddings=text_table, config=config
+    )
     trained = train_two_tower(data, config, progress=False)
     encoder = TwoTowerEncoder(trained.model, trained.preprocessing)
     cold = cold_item_ids(small_dataset.interactions, seed=4)

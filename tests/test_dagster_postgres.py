@@ -46,9 +46,13 @@ def test_materialization_on_postgres_storage(tmp_path, database, monkeypatch):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         result = dg.materialize(
-            [source_tables, interactions], instance=instance,
-            resources={"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-                       "device": DeviceResource(device="cpu")},
+            [source_tables, interactions],
+            instance=instance,
+            resources={
+                "artifacts": ArtifactStore(root=str(root)),
+                "io_manager": TableIOManager(root=str(root)),
+                "device": DeviceResource(device="cpu"),
+            },
             run_config={"ops": {"source_tables": {"config": {"n_users": 50, "n_items": 100, "n_interactions": 500}}}},
         )
         assert result.success
@@ -57,6 +61,8 @@ def test_materialization_on_postgres_storage(tmp_path, database, monkeypatch):
     with _connect(database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchone()[0] == 1
-        cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
-                    (result.run_id,))
+        cur.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (result.run_id,),
+        )
         assert cur.fetchone()[0] == 4

@@ -271,6 +271,20 @@ def test_time_split_holds_out_the_latest(small_dataset):
     assert 0.17 < share < 0.25
 
 
+def test_time_split_breaks_ties_by_interaction_id_as_text():
+    # each user has 5 interactions, 3 of them at the same (latest) second: their ids, compared as text
+    # ("10" < "100" < "9", numbers too), decide which of those are held out, whatever the row order
+    rows = [(user, ident, second) for user, ids in (("a", ("a10", "a9", "a100", "a1", "a2")), ("b", (10, 9, 100, 1, 2)))
+            for ident, second in zip(ids, (3, 3, 3, 1, 2), strict=True)]
+    frame = pd.DataFrame(rows, columns=["user_id", "interaction_id", "seconds"]).sample(frac=1.0, random_state=0)
+    frame["timestamp"] = pd.to_datetime(frame["seconds"], unit="s", utc=True)
+    splits = split_interactions(frame, method="time", test_fraction=0.4, validation_fraction=0.2)
+    by_id = dict(zip(splits["interaction_id"], splits["split"], strict=True))
+    expected = ["validation", "test", "test", "train", "train"]
+    assert [by_id[i] for i in ("a10", "a100", "a9", "a1", "a2")] == expected
+    assert [by_id[i] for i in (10, 100, 9, 1, 2)] == expected
+
+
 def test_random_split_is_seeded_and_80_20(small_dataset):
     a = split_interactions(small_dataset.interactions, method="random", seed=1, validation_fraction=0.0)
     b = split_interactions(small_dataset.interactions, method="random", seed=1, validation_fraction=0.0)

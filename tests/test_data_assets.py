@@ -12,8 +12,11 @@ SMALL = {"source": "synthetic", "n_users": 120, "n_items": 300, "n_interactions"
 
 
 def _resources(root):
-    return {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-            "device": DeviceResource(device="cpu")}
+    return {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "device": DeviceResource(device="cpu"),
+    }
 
 
 def _data_checks():
@@ -51,20 +54,27 @@ def test_data_assets_materialize_with_checks(tmp_path):
     assert (tmp_path / "synthetic_truth" / "oracle.safetensors").exists()
     meta = result.asset_materializations_for_node("source_tables")
     interactions_meta = next(m for m in meta if m.asset_key.path == ["source_interactions"]).metadata
-    assert interactions_meta["preference_match_share"].value > 2 * interactions_meta["preference_match_random_share"].value
+    assert (
+        interactions_meta["preference_match_share"].value > 2 * interactions_meta["preference_match_random_share"].value
+    )
 
 
 def test_bad_source_fails_and_keeps_previous_tables(tmp_path):
-    ok = dg.materialize([source_tables], resources=_resources(tmp_path),
-                        run_config={"ops": {"source_tables": {"config": SMALL}}})
+    ok = dg.materialize(
+        [source_tables], resources=_resources(tmp_path), run_config={"ops": {"source_tables": {"config": SMALL}}}
+    )
     assert ok.success
     before = (tmp_path / "users.parquet").read_bytes()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4,5\n2,7,3,6\n")
     (bad / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
-    result = dg.materialize([source_tables], resources=_resources(tmp_path), raise_on_error=False,
-                            run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(bad)}}}})
+    result = dg.materialize(
+        [source_tables],
+        resources=_resources(tmp_path),
+        raise_on_error=False,
+        run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(bad)}}}},
+    )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
     message = error.cause.message if error.cause else error.message
@@ -75,7 +85,8 @@ def test_bad_source_fails_and_keeps_previous_tables(tmp_path):
 @pytest.mark.skipif(not MOVIELENS_SMALL.exists(), reason="shared MovieLens copy not present")
 def test_movielens_source(tmp_path):
     result = dg.materialize(
-        [source_tables], resources=_resources(tmp_path),
+        [source_tables],
+        resources=_resources(tmp_path),
         run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(MOVIELENS_SMALL)}}}},
     )
     assert result.success
@@ -101,8 +112,11 @@ def test_amazon_reviews_source(tmp_path):
     write_lines(source / "reviews_Electronics_5.json.gz", REVIEWS_2018, gzipped=True)
     write_lines(source / "meta_Electronics.json", META_2018)
     result = dg.materialize(
-        [source_tables], resources=_resources(tmp_path / "store"),
-        run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(source), "format": "amazon-reviews"}}}},
+        [source_tables],
+        resources=_resources(tmp_path / "store"),
+        run_config={
+            "ops": {"source_tables": {"config": {"source": "path", "path": str(source), "format": "amazon-reviews"}}}
+        },
     )
     assert result.success
     items = read_parquet(tmp_path / "store" / "items.parquet").to_pandas().set_index("item_id")

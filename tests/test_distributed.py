@@ -59,7 +59,9 @@ def test_two_processes_match_one_in_recall_and_end_with_identical_weights(small_
 
     two = collect_ranks(tmp_path, data, CONFIG, processes=2)
     assert reported == two.history and len(two.history) == CONFIG.max_epochs  # rank 0's epochs reached the caller
-    assert not torch.equal(two.model.item_id_embedding.weight, one.model.item_id_embedding.weight)  # really trained apart
+    assert not torch.equal(
+        two.model.item_id_embedding.weight, one.model.item_id_embedding.weight
+    )  # really trained apart
     one_recall, two_recall = _test_recall(one, small_dataset, splits), _test_recall(two, small_dataset, splits)
     assert abs(one_recall - two_recall) <= RECALL_TOLERANCE, (one_recall, two_recall)
 

@@ -36,11 +36,13 @@ def tiny_clip_dir(tmp_path_factory):
 
 
 def test_packaged_model_puts_headphones_near_headphones(text_encoder):
-    query, headphones, knife = text_encoder.encode([
-        "wireless headphones",
-        "Sonaro Bluetooth Over-Ear Headphones with noise cancelling and 30 hour battery",
-        "Chef's stainless steel kitchen knife, 8 inch blade for slicing vegetables",
-    ])
+    query, headphones, knife = text_encoder.encode(
+        [
+            "wireless headphones",
+            "Sonaro Bluetooth Over-Ear Headphones with noise cancelling and 30 hour battery",
+            "Chef's stainless steel kitchen knife, 8 inch blade for slicing vegetables",
+        ]
+    )
     assert query.shape == (384,) and query.dtype == np.float32
     assert float(query @ headphones) > float(query @ knife) + 0.2
 
@@ -104,8 +106,9 @@ def test_rematerialization_encodes_only_new_or_changed_rows():
     new = embedding_matrix(changed.table, "description_embedding")
     np.testing.assert_array_equal(new[:7], old[:7])
     assert not np.allclose(new[7], old[7])
-    np.testing.assert_array_equal(embedding_matrix(changed.table, "name_embedding")[:50],
-                                  embedding_matrix(first.table, "name_embedding"))
+    np.testing.assert_array_equal(
+        embedding_matrix(changed.table, "name_embedding")[:50], embedding_matrix(first.table, "name_embedding")
+    )
     assert changed.table["input_hash"].str.count("-").eq(1).all()
 
     other_model = text_embeddings("item_id", ids, texts, CountingEncoder(model_id="fake-v2"), previous=changed.table)
@@ -113,8 +116,9 @@ def test_rematerialization_encodes_only_new_or_changed_rows():
 
 
 def test_empty_text_gets_the_zero_vector():
-    update = text_embeddings("user_id", ["U1", "U2"], {"preferences_embedding": ["Interested in Audio", ""]},
-                             CountingEncoder())
+    update = text_embeddings(
+        "user_id", ["U1", "U2"], {"preferences_embedding": ["Interested in Audio", ""]}, CountingEncoder()
+    )
     matrix = embedding_matrix(update.table, "preferences_embedding")
     assert np.linalg.norm(matrix[0]) == pytest.approx(1.0, abs=1e-5)
     assert not matrix[1].any()
@@ -129,8 +133,9 @@ def test_table_stores_fixed_size_float32_lists_and_reads_back(tmp_path):
     assert schema.field("name_embedding").type == pa.list_(pa.float32(), 8)
     assert schema.field("model_id").type == pa.string()
     previous = read_previous(path)
-    np.testing.assert_array_equal(embedding_matrix(previous, "name_embedding"),
-                                  embedding_matrix(update.table, "name_embedding"))
+    np.testing.assert_array_equal(
+        embedding_matrix(previous, "name_embedding"), embedding_matrix(update.table, "name_embedding")
+    )
     assert text_embeddings("item_id", ids, texts, CountingEncoder(), previous=previous).encoded == 0
     assert read_previous(tmp_path / "missing.parquet") is None
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
@@ -140,7 +145,9 @@ def test_table_stores_fixed_size_float32_lists_and_reads_back(tmp_path):
 def test_tiny_clip_encodes_text_and_images_into_unit_vectors(tiny_clip_dir):
     encoder = ClipEncoder(str(tiny_clip_dir), device="cpu")
     texts = encoder.encode_text(["a red shoe", "a blue cup", "a red shoe"])  # [3, 16]
-    images = encoder.encode_image([Image.new("RGB", (40, 30), (255, 0, 0)), Image.new("RGBA", (32, 32), (0, 0, 255, 90))])
+    images = encoder.encode_image(
+        [Image.new("RGB", (40, 30), (255, 0, 0)), Image.new("RGBA", (32, 32), (0, 0, 255, 90))]
+    )
     assert texts.shape == (3, 16) and images.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(np.vstack([texts, images]), axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(texts[0], texts[2], atol=1e-6)
@@ -194,9 +201,14 @@ def test_repeated_texts_encode_once_and_each_row_gets_its_texts_vector(tmp_path,
     descriptions = ["item 0" if i % 3 == 0 else "" if i % 5 == 0 else f"about {i % 7}" for i in range(30)]
     texts = {"name_embedding": names, "description_embedding": descriptions}  # "item 0" is in both columns
     encoder, lines = CountingEncoder(), []
-    chunking = {} if chunk_rows is None else {
-        "checkpoint": Checkpoint(tmp_path / "parts", every_s=0.0, chunk_rows=chunk_rows),
-        "progress": Progress("item_text_embeddings", lines.append, every_s=0)}
+    chunking = (
+        {}
+        if chunk_rows is None
+        else {
+            "checkpoint": Checkpoint(tmp_path / "parts", every_s=0.0, chunk_rows=chunk_rows),
+            "progress": Progress("item_text_embeddings", lines.append, every_s=0),
+        }
+    )
     update = text_embeddings("item_id", ids, texts, encoder, **chunking)
 
     distinct = set(names) | set(descriptions)
@@ -217,5 +229,7 @@ def test_repeated_texts_encode_once_and_each_row_gets_its_texts_vector(tmp_path,
     assert encoder.calls[-1] == ["brand new"] and (again.encoded, again.distinct_inputs) == (2, 1)
     new_names = embedding_matrix(again.table, "name_embedding")
     np.testing.assert_array_equal(new_names[5], reference.encode(["brand new"])[0])
-    np.testing.assert_array_equal(np.delete(new_names, [5, 6], axis=0),
-                                  np.delete(embedding_matrix(update.table, "name_embedding"), [5, 6], axis=0))
+    np.testing.assert_array_equal(
+        np.delete(new_names, [5, 6], axis=0),
+        np.delete(embedding_matrix(update.table, "name_embedding"), [5, 6], axis=0),
+    )

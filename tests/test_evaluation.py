@@ -307,6 +307,24 @@ def test_model_evaluation_reports_every_baseline(model_assets, small_dataset):
     assert saved["als"]["als_factors"] in ALS_FACTORS and saved["als"]["als_trials"] == 12
 
 
+def test_every_model_is_scored_on_the_same_capped_sample_of_test_users(model_assets, monkeypatch):
+    import rec_core.evaluation as evaluation
+    from rec_core.inference import TwoTowerEncoder
+
+    artifacts, inputs, _ = model_assets
+    encoder = TwoTowerEncoder.load(artifacts.path("two_tower_model"))
+    data = DataBundle(inputs["users"], inputs["items"], inputs["interaction_splits"])
+    everyone = evaluation.test_split_scores(encoder, data)
+    monkeypatch.setattr(evaluation, "MAX_TEST_USERS", 60)
+    gate = evaluation.test_split_scores(encoder, data)
+    assert everyone["two_tower"]["evaluated_users"] > 60
+    assert gate["two_tower"]["evaluated_users"] == gate["popularity"]["evaluated_users"] == 60
+    assert evaluation.test_split_scores(encoder, data) == gate  # a fixed sample
+    results = compare_with_baselines(encoder, data, ease_lambdas=(300.0,), als_trials=1)
+    assert {m["evaluated_users"] for m in results.values()} == {60.0}
+    assert results["two_tower"] == gate["two_tower"]
+
+
 def test_compare_with_baselines_needs_every_evaluated_user(model_assets):
     from rec_core.inference import TwoTowerEncoder
 

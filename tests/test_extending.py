@@ -77,8 +77,9 @@ def test_custom_filter_rule_registers_through_public_api(served):
         assert recommender.recommend(user, k=10, filters=[MaxPricePerStar(limit)]).item_ids == by_name.item_ids
 
         batch = recommender.recommend_batch(user_ids[:20], user_vectors[:20], k=10, filters=spec)
-        assert batch["top_k_item_ids"].tolist() == [recommender.recommend(u, k=10, filters=spec).item_ids
-                                                    for u in user_ids[:20]]
+        assert batch["top_k_item_ids"].tolist() == [
+            recommender.recommend(u, k=10, filters=spec).item_ids for u in user_ids[:20]
+        ]
 
         app = create_app(LiveRecommender(recommender, 0), ServiceSettings(token="extending"))
         with TestClient(app, headers={"Authorization": "Bearer extending"}) as client:
@@ -105,8 +106,14 @@ def read_catalog_json(path):
 
 
 def _write_catalog_json(dataset, path):
-    path.write_text(json.dumps({name: json.loads(getattr(dataset, name).to_json(orient="records", date_format="iso"))
-                                for name in ("users", "items", "interactions")}))
+    path.write_text(
+        json.dumps(
+            {
+                name: json.loads(getattr(dataset, name).to_json(orient="records", date_format="iso"))
+                for name in ("users", "items", "interactions")
+            }
+        )
+    )
 
 
 def test_custom_data_source_format_registers_through_public_api(tmp_path, small_dataset):
@@ -130,21 +137,30 @@ def test_custom_data_source_format_registers_through_public_api(tmp_path, small_
         assert "catalog-json" in source_formats()
         users, items, interactions = load_dataset(path, "catalog-json")
         assert (len(users), len(items), len(interactions)) == tuple(
-            len(getattr(small_dataset, name)) for name in ("users", "items", "interactions"))
+            len(getattr(small_dataset, name)) for name in ("users", "items", "interactions")
+        )
         assert str(interactions["timestamp"].dtype) == "datetime64[us, UTC]"  # conformed to the schema
         assert load_dataset(path)[2]["interaction_id"].tolist() == interactions["interaction_id"].tolist()  # auto
 
         bench_users, _, bench_interactions, oracle = load_named_dataset(f"catalog-json:{path}", seed=0)
-        assert oracle is None and bench_interactions["interaction_id"].tolist() == interactions["interaction_id"].tolist()
+        assert (
+            oracle is None and bench_interactions["interaction_id"].tolist() == interactions["interaction_id"].tolist()
+        )
 
         root = tmp_path / "artifacts"
-        result = dg.materialize([source_tables], resources={"artifacts": ArtifactStore(root=str(root)),
-                                                            "io_manager": TableIOManager(root=str(root))},
-                                run_config={"ops": {"source_tables": {"config": {
-                                    "source": "path", "path": str(path), "format": "catalog-json"}}}})
+        result = dg.materialize(
+            [source_tables],
+            resources={"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root))},
+            run_config={
+                "ops": {"source_tables": {"config": {"source": "path", "path": str(path), "format": "catalog-json"}}}
+            },
+        )
         assert result.success
-        stored = {m.asset_key.to_user_string(): m.metadata["rows"].value for m in result.get_asset_materialization_events()
-                  for m in [m.materialization]}
+        stored = {
+            m.asset_key.to_user_string(): m.metadata["rows"].value
+            for m in result.get_asset_materialization_events()
+            for m in [m.materialization]
+        }
         assert stored == {"users": len(users), "items": len(items), "source_interactions": len(interactions)}
 
         # a registered loader's tables are validated like the built-in ones', errors naming the file

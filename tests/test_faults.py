@@ -50,15 +50,16 @@ def test_sigkill_during_writes_leaves_a_complete_file(tmp_path):
 
 def test_concurrent_writers_leave_one_consistent_version(tmp_path):
     target = tmp_path / "table.parquet"
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(v)], stdout=subprocess.PIPE)
-               for v in (1, 2)]
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(target), str(v)], stdout=subprocess.PIPE) for v in (1, 2)
+    ]
     for w in writers:
         assert w.stdout.readline().strip() == b"ready"
     deadline = time.time() + 3
     reads = 0
     while time.time() < deadline:
         if target.exists():
-            _assert_complete(target, {1, 2})   # a reader never sees a partial or mixed file
+            _assert_complete(target, {1, 2})  # a reader never sees a partial or mixed file
             reads += 1
     for w in writers:
         w.kill()
@@ -94,7 +95,7 @@ def test_disk_full_keeps_previous_artifacts(tiny_disk):
     small = pd.DataFrame({"version": [1] * 10, "x": range(10)})
     write_parquet(small, target)
     before = target.read_bytes()
-    noise = pd.DataFrame({"version": 2, "x": np.random.default_rng(0).random(2_000_000)})   # ~16 MB > 2 MB disk
+    noise = pd.DataFrame({"version": 2, "x": np.random.default_rng(0).random(2_000_000)})  # ~16 MB > 2 MB disk
     with pytest.raises(OSError):
         write_parquet(noise, target)
     assert target.read_bytes() == before
@@ -112,7 +113,7 @@ def test_directory_swap_always_leaves_a_complete_version(tmp_path):
     with atomic_directory(target) as staging:
         (staging / "weights.bin").write_bytes(b"new")
     assert (target / "weights.bin").read_bytes() == b"new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]   # the old version is gone, nothing half-left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the old version is gone, nothing half-left
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="renameat2 exchange is Linux-only")

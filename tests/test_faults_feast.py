@@ -25,7 +25,7 @@ import tempfile
 import textwrap
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -62,19 +62,26 @@ def versioned_tables(version: int) -> dict[str, pd.DataFrame]:
     tables = upstream_tables(seed=version)  # prices, vectors and recommendations come from the seed
     item_ids = list(tables["items"].item_id)
     tables["users"]["preferences"] = ["Audio|Kitchen", "Gaming"][version]
-    tables["interactions"]["item_id"] = [item_ids[(7 * i + version) % N_ITEMS] for i in range(len(tables["interactions"]))]
-    tables["item_clip_embeddings"] = pd.DataFrame({
-        "item_id": item_ids,
-        "clip_embedding": list(np.random.default_rng(100 + version).standard_normal((N_ITEMS, CLIP_DIM)).astype(np.float32)),
-    })
+    tables["interactions"]["item_id"] = [
+        item_ids[(7 * i + version) % N_ITEMS] for i in range(len(tables["interactions"]))
+    ]
+    tables["item_clip_embeddings"] = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "clip_embedding": list(
+                np.random.default_rng(100 + version).standard_normal((N_ITEMS, CLIP_DIM)).astype(np.float32)
+            ),
+        }
+    )
     return tables
 
 
 def expected_values(tables: dict[str, pd.DataFrame], view: str) -> tuple[list[str], list]:
     """The entity ids of a view and the probed feature's value for each, as the tables say."""
     feature, key, table, column = VIEW_PROBES[view]
-    frame = fs.user_history_frame(tables["interactions"], datetime.now(timezone.utc)) if view == "user_history" \
-        else tables[table]
+    frame = (
+        fs.user_history_frame(tables["interactions"], datetime.now(UTC)) if view == "user_history" else tables[table]
+    )
     return [str(i) for i in frame[key]], list(frame[column])
 
 
@@ -180,8 +187,14 @@ def load_until_killed(kill_point: str, root: Path, data_dir: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     errors = root.parent / f"{kill_point}.stderr"
     with open(errors, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_LOAD, str(root), str(data_dir), kill_point,
-                                 str(N_ITEMS // 2)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_LOAD, str(root), str(data_dir), kill_point, str(N_ITEMS // 2)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     watchdog = threading.Timer(240, proc.kill)  # a loader that hangs fails the test instead of blocking it
     watchdog.start()
     try:
@@ -267,13 +280,32 @@ class ThrowawayPostgres:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}{log[-2000:]}")
 
     def initdb(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                  "--no-sync")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c shared_buffers=16MB"
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "server.log"), "-w",
-                  "-o", options, "start")
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-w",
+            "-o",
+            options,
+            "start",
+        )
 
     def stop(self) -> None:
         """An immediate shutdown, as in a crash: open transactions are rolled back by recovery on the next start."""
@@ -288,8 +320,9 @@ class ThrowawayPostgres:
         if not self.running():  # an earlier test failed while it was stopped
             self.start()
         name = f"feast_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
-                             autocommit=True) as admin:
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
         return fs.PostgresSettings(host="127.0.0.1", port=self.port, database=name, user="postgres", password="")
 
@@ -351,7 +384,7 @@ def test_postgres_stopped_mid_load_keeps_committed_views_and_recovers(tmp_path, 
     monkeypatch.setattr(PostgreSQLOnlineStore, "online_write_batch", tracked_write)
     monkeypatch.setattr(psycopg.Cursor, "executemany", crash_after_sending)
     write_upstream(root, after)
-    snapshot = datetime.now(timezone.utc)
+    snapshot = datetime.now(UTC)
     frames = fs.write_feast_sources(str(root), fs.read_upstream_tables(str(root)), snapshot)
     where = rf"PostgreSQL feature store at 127\.0\.0\.1:{server.port}/{settings.database} is unreachable while"
     with pytest.raises(fs.FeatureStoreUnavailableError, match=where + " materializing user_features, item_features: "):
@@ -365,11 +398,13 @@ def test_postgres_stopped_mid_load_keeps_committed_views_and_recovers(tmp_path, 
     # The same backend reconnects by itself; user_features was committed, item_features' open transaction
     # was rolled back, nothing had been pushed yet: every view wholly old or wholly new.
     assert online_versions(backend.store, before, after) == {
-        view: "after" if view == "user_features" else "before" for view in VIEW_PROBES}
+        view: "after" if view == "user_features" else "before" for view in VIEW_PROBES
+    }
 
     fs.load_online(store, frames, snapshot)  # run again after the restart: everything new, exactly
-    assert set(online_versions(fs.load_feature_store(profile="postgres", postgres=settings), before, after).values()) \
-        == {"after"}
+    assert set(
+        online_versions(fs.load_feature_store(profile="postgres", postgres=settings), before, after).values()
+    ) == {"after"}
 
 
 def _events(result, kind: str) -> list:
@@ -393,8 +428,11 @@ def test_dagster_retries_the_feast_load_until_postgres_is_back(tmp_path, throwaw
     tables = versioned_tables(1)
     write_upstream(root, tables)
     upstream = [dg.AssetSpec(name) for name in tables]
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-                 "feast": FeastStoreResource(profile="postgres")}
+    resources = {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "feast": FeastStoreResource(profile="postgres"),
+    }
 
     registered = dg.materialize([*upstream, feast_registry], resources=resources, selection=[feast_registry])
     assert registered.success
@@ -414,8 +452,12 @@ def test_dagster_retries_the_feast_load_until_postgres_is_back(tmp_path, throwaw
     monkeypatch.setattr(fs, "load_online", load_online_during_outage)
     server.stop()
     try:
-        loaded = dg.materialize([*upstream, feast_registry, feast_online_features], resources=resources,
-                                selection=[feast_online_features], raise_on_error=False)
+        loaded = dg.materialize(
+            [*upstream, feast_registry, feast_online_features],
+            resources=resources,
+            selection=[feast_online_features],
+            raise_on_error=False,
+        )
     finally:
         if restart.is_alive():
             restart.join()
@@ -445,11 +487,17 @@ def test_bad_upstream_data_fails_the_feast_load_without_retrying(tmp_path):
     root = tmp_path / "artifacts"
     tables = versioned_tables(0)
     write_upstream(root, {name: frame for name, frame in tables.items() if name != "user_embeddings"})
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-                 "feast": FeastStoreResource(profile="sqlite")}
-    result = dg.materialize([*(dg.AssetSpec(name) for name in tables), dg.AssetSpec("feast_registry"),
-                             feast_online_features], resources=resources, selection=[feast_online_features],
-                            raise_on_error=False)
+    resources = {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "feast": FeastStoreResource(profile="sqlite"),
+    }
+    result = dg.materialize(
+        [*(dg.AssetSpec(name) for name in tables), dg.AssetSpec("feast_registry"), feast_online_features],
+        resources=resources,
+        selection=[feast_online_features],
+        raise_on_error=False,
+    )
     assert not result.success
     assert not _events(result, "STEP_UP_FOR_RETRY")
     failure = _events(result, "STEP_FAILURE")[0].step_failure_data.error.to_string()

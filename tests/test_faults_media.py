@@ -44,13 +44,17 @@ class HashEncoder:
 
 
 def _items(n: int = N_ITEMS) -> pd.DataFrame:
-    return pd.DataFrame({
-        "item_id": [f"I{i:06d}" for i in range(n)],
-        "product_name": [f"Sonaro Wireless Headphones model {i}" for i in range(n)],
-        "category": ["Electronics|Audio|Headphones" if i % 2 else "Home|Kitchen|Kettles" for i in range(n)],
-        "discounted_price": [10.0 + i for i in range(n)],
-        "about_product": [f"Closed-back over-ear headphones, variant {i}, with a long battery life." for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "item_id": [f"I{i:06d}" for i in range(n)],
+            "product_name": [f"Sonaro Wireless Headphones model {i}" for i in range(n)],
+            "category": ["Electronics|Audio|Headphones" if i % 2 else "Home|Kitchen|Kettles" for i in range(n)],
+            "discounted_price": [10.0 + i for i in range(n)],
+            "about_product": [
+                f"Closed-back over-ear headphones, variant {i}, with a long battery life." for i in range(n)
+            ],
+        }
+    )
 
 
 def _texts(items: pd.DataFrame) -> dict[str, list[str]]:
@@ -71,8 +75,13 @@ def _kill_when(proc: subprocess.Popen, condition, timeout_s: float = 60.0) -> No
 
 def _subprocess(script: str, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 SLOW_IMAGES = """
@@ -143,34 +152,47 @@ def test_killed_embedding_run_keeps_checkpointed_rows_for_the_next_run(tmp_path)
     saved = read_checkpoint(checkpoint_dir)
     assert 0 < len(saved) < len(items)
     encoder = HashEncoder()
-    resumed = text_embeddings("item_id", items["item_id"], _texts(items), encoder, checkpoint=Checkpoint(checkpoint_dir))
+    resumed = text_embeddings(
+        "item_id", items["item_id"], _texts(items), encoder, checkpoint=Checkpoint(checkpoint_dir)
+    )
     assert resumed.reused >= len(saved) and resumed.encoded == len(items) - resumed.reused > 0
     assert encoder.encoded_texts == 2 * resumed.encoded  # name and description of the unsaved rows only
     assert not checkpoint_dir.exists()  # removed once the table is complete
 
     uninterrupted = text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder())
-    pd.testing.assert_frame_equal(resumed.table[["item_id", "model_id", "input_hash"]],
-                                  uninterrupted.table[["item_id", "model_id", "input_hash"]])
+    pd.testing.assert_frame_equal(
+        resumed.table[["item_id", "model_id", "input_hash"]], uninterrupted.table[["item_id", "model_id", "input_hash"]]
+    )
     for column in ("name_embedding", "description_embedding"):
-        np.testing.assert_array_equal(embedding_matrix(resumed.table, column), embedding_matrix(uninterrupted.table, column))
+        np.testing.assert_array_equal(
+            embedding_matrix(resumed.table, column), embedding_matrix(uninterrupted.table, column)
+        )
 
 
 def test_checkpoint_rows_of_another_model_or_input_are_not_reused(tmp_path):
     items = _items(40)
     checkpoint_dir = tmp_path / "checkpoints"
     first = text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder())
-    storage.write_parquet(embedding_table(first.table.head(30), ["name_embedding", "description_embedding"], 8),
-                          checkpoint_dir / "part-old-00000.parquet")  # as a killed run leaves it
+    storage.write_parquet(
+        embedding_table(first.table.head(30), ["name_embedding", "description_embedding"], 8),
+        checkpoint_dir / "part-old-00000.parquet",
+    )  # as a killed run leaves it
     items.loc[3, "about_product"] = "a changed description"
 
     class OtherModel(HashEncoder):
         model_id = "hash-encoder-v2"
 
     other = OtherModel()
-    assert text_embeddings("item_id", items["item_id"], _texts(items), other,
-                           checkpoint=Checkpoint(checkpoint_dir)).encoded == 40
-    storage.write_parquet(embedding_table(first.table.head(30), ["name_embedding", "description_embedding"], 8),
-                          checkpoint_dir / "part-old-00000.parquet")
+    assert (
+        text_embeddings(
+            "item_id", items["item_id"], _texts(items), other, checkpoint=Checkpoint(checkpoint_dir)
+        ).encoded
+        == 40
+    )
+    storage.write_parquet(
+        embedding_table(first.table.head(30), ["name_embedding", "description_embedding"], 8),
+        checkpoint_dir / "part-old-00000.parquet",
+    )
     same = HashEncoder()
     update = text_embeddings("item_id", items["item_id"], _texts(items), same, checkpoint=Checkpoint(checkpoint_dir))
     assert (update.encoded, update.reused, update.encoded_vectors) == (11, 29, 21)  # row 3: its description only
@@ -181,8 +203,13 @@ def test_parts_are_written_per_interval_and_never_after_the_last_chunk(tmp_path,
     written = []
     monkeypatch.setattr(storage, "write_parquet", lambda table, path: written.append((len(table), Path(path).name)))
     items = _items(40)
-    update = text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder(),
-                             checkpoint=Checkpoint(tmp_path / "parts", every_s=every_s, chunk_rows=10))
+    update = text_embeddings(
+        "item_id",
+        items["item_id"],
+        _texts(items),
+        HashEncoder(),
+        checkpoint=Checkpoint(tmp_path / "parts", every_s=every_s, chunk_rows=10),
+    )
     assert update.encoded == 40
     assert [rows for rows, _ in written] == [10] * expected_parts
     assert len({name for _, name in written}) == expected_parts

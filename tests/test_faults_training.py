@@ -53,15 +53,25 @@ def _train_until_killed(small_dataset, checkpoint_dir) -> int:
     log = checkpoint_dir.with_name("trainer.log")
     with open(log, "wb") as stderr:  # a file, not a pipe: a chatty child can never block on a full pipe
         child = subprocess.Popen(
-            [sys.executable, "-c", TRAINER, json.dumps(asdict(small_dataset.config)), json.dumps(CONFIG), str(checkpoint_dir)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr,
+            [
+                sys.executable,
+                "-c",
+                TRAINER,
+                json.dumps(asdict(small_dataset.config)),
+                json.dumps(CONFIG),
+                str(checkpoint_dir),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
         )
     try:
         deadline = time.monotonic() + CHECKPOINT_TIMEOUT_S
         while not state_file.is_file():
             if child.poll() is not None:
-                pytest.fail(f"the trainer exited ({child.returncode}) before its first checkpoint:\n"
-                            f"{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"the trainer exited ({child.returncode}) before its first checkpoint:\n{log.read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail("the trainer wrote no checkpoint in time")
             time.sleep(0.02)
@@ -98,7 +108,9 @@ def test_sigkilled_training_resumes_from_its_checkpoint_and_reaches_the_same_rec
     uninterrupted_recall = _test_recall(uninterrupted, small_dataset, splits)
     test = build_ranking_task(splits, small_dataset.items["item_id"].tolist(), "test")
     popularity = ranking_metrics(popularity_scorer(splits[splits["split"] == "train"], test), test)["recall_at_10"]
-    print(f"killed after epoch {killed_at_epoch}/{CONFIG['max_epochs']}: test recall@10 resumed {resumed_recall:.4f}, "
-          f"uninterrupted {uninterrupted_recall:.4f}, popularity {popularity:.4f}")
+    print(
+        f"killed after epoch {killed_at_epoch}/{CONFIG['max_epochs']}: test recall@10 resumed {resumed_recall:.4f}, "
+        f"uninterrupted {uninterrupted_recall:.4f}, popularity {popularity:.4f}"
+    )
     assert abs(resumed_recall - uninterrupted_recall) <= max(0.02, 0.15 * uninterrupted_recall)
     assert min(resumed_recall, uninterrupted_recall) > popularity

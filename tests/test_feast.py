@@ -10,7 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,49 +35,66 @@ def upstream_tables(seed: int = 0) -> dict[str, pd.DataFrame]:
     def vectors(n: int, dim: int) -> list[np.ndarray]:
         return list(rng.standard_normal((n, dim)).astype(np.float32))
 
-    users = pd.DataFrame({
-        "user_id": user_ids,
-        "signup_date": pd.date_range("2024-01-01", periods=N_USERS, freq="D", tz="UTC"),
-        "preferences": ["Audio|Kitchen" if i % 2 else "" for i in range(N_USERS)],
-        "age": pd.array([20 + i if i % 3 else None for i in range(N_USERS)], dtype="Int32"),
-        "gender": ["F" if i % 2 else None for i in range(N_USERS)],
-    })
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "product_name": [f"Sonaro Headphones {i}" for i in range(N_ITEMS)],
-        "category": "Electronics|Audio|Headphones",
-        "actual_price": rng.uniform(10, 100, N_ITEMS),
-        "discounted_price": rng.uniform(5, 10, N_ITEMS),
-        "discount_percentage": rng.uniform(0, 50, N_ITEMS),
-        "rating": [None if i % 7 == 0 else 4.5 for i in range(N_ITEMS)],
-        "rating_count": np.arange(N_ITEMS, dtype=np.int64),
-        "about_product": "Over-ear wireless headphones",
-        "arrival_date": pd.date_range("2023-06-01", periods=N_ITEMS, freq="D", tz="UTC"),
-        "img_link": [f"product_images/{i:04d}.png" for i in range(N_ITEMS)],
-    })
-    interactions = pd.DataFrame({
-        "interaction_id": [f"X{i}" for i in range(40)],
-        "user_id": [user_ids[i % N_USERS] for i in range(40)],
-        "item_id": [item_ids[(7 * i) % N_ITEMS] for i in range(40)],
-        "timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
-        "interaction_type": [INTERACTION_TYPES[i % len(INTERACTION_TYPES)] for i in range(40)],
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "signup_date": pd.date_range("2024-01-01", periods=N_USERS, freq="D", tz="UTC"),
+            "preferences": ["Audio|Kitchen" if i % 2 else "" for i in range(N_USERS)],
+            "age": pd.array([20 + i if i % 3 else None for i in range(N_USERS)], dtype="Int32"),
+            "gender": ["F" if i % 2 else None for i in range(N_USERS)],
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "product_name": [f"Sonaro Headphones {i}" for i in range(N_ITEMS)],
+            "category": "Electronics|Audio|Headphones",
+            "actual_price": rng.uniform(10, 100, N_ITEMS),
+            "discounted_price": rng.uniform(5, 10, N_ITEMS),
+            "discount_percentage": rng.uniform(0, 50, N_ITEMS),
+            "rating": [None if i % 7 == 0 else 4.5 for i in range(N_ITEMS)],
+            "rating_count": np.arange(N_ITEMS, dtype=np.int64),
+            "about_product": "Over-ear wireless headphones",
+            "arrival_date": pd.date_range("2023-06-01", periods=N_ITEMS, freq="D", tz="UTC"),
+            "img_link": [f"product_images/{i:04d}.png" for i in range(N_ITEMS)],
+        }
+    )
+    interactions = pd.DataFrame(
+        {
+            "interaction_id": [f"X{i}" for i in range(40)],
+            "user_id": [user_ids[i % N_USERS] for i in range(40)],
+            "item_id": [item_ids[(7 * i) % N_ITEMS] for i in range(40)],
+            "timestamp": pd.Timestamp("2024-05-01", tz="UTC"),
+            "interaction_type": [INTERACTION_TYPES[i % len(INTERACTION_TYPES)] for i in range(40)],
+        }
+    )
     top_k = [list(rng.choice(item_ids, 5, replace=False)) for _ in user_ids]
     return {
         "users": users,
         "items": items,
         "interactions": interactions,
-        "item_text_embeddings": pd.DataFrame({
-            "item_id": item_ids, "name_embedding": vectors(N_ITEMS, TEXT_DIM),
-            "description_embedding": vectors(N_ITEMS, TEXT_DIM), "model_id": "tiny", "input_hash": "h",
-        }),
-        "user_text_embeddings": pd.DataFrame({"user_id": user_ids, "preferences_embedding": vectors(N_USERS, TEXT_DIM)}),
+        "item_text_embeddings": pd.DataFrame(
+            {
+                "item_id": item_ids,
+                "name_embedding": vectors(N_ITEMS, TEXT_DIM),
+                "description_embedding": vectors(N_ITEMS, TEXT_DIM),
+                "model_id": "tiny",
+                "input_hash": "h",
+            }
+        ),
+        "user_text_embeddings": pd.DataFrame(
+            {"user_id": user_ids, "preferences_embedding": vectors(N_USERS, TEXT_DIM)}
+        ),
         "item_clip_embeddings": pd.DataFrame({"item_id": pd.Series([], dtype=str), "clip_embedding": []}),
         "item_embeddings": pd.DataFrame({"item_id": item_ids, "embedding": vectors(N_ITEMS, TOWER_DIM)}),
         "user_embeddings": pd.DataFrame({"user_id": user_ids, "embedding": vectors(N_USERS, TOWER_DIM)}),
-        "user_recommendations": pd.DataFrame({
-            "user_id": user_ids, "top_k_item_ids": top_k, "top_k_scores": vectors(N_USERS, 5),
-        }),
+        "user_recommendations": pd.DataFrame(
+            {
+                "user_id": user_ids,
+                "top_k_item_ids": top_k,
+                "top_k_scores": vectors(N_USERS, 5),
+            }
+        ),
     }
 
 
@@ -91,7 +108,7 @@ def write_upstream(root: Path, tables: dict[str, pd.DataFrame]) -> None:
 def load_everything(store, root: Path, tables: dict[str, pd.DataFrame]) -> fs.OnlineLoad:
     """apply -> Feast-ready copies -> materialize + push, as the two assets do."""
     fs.apply_definitions(store, fs.load_definitions(artifact_root=str(root)))
-    snapshot = datetime.now(timezone.utc)
+    snapshot = datetime.now(UTC)
     frames = fs.write_feast_sources(str(root), tables, snapshot)
     return fs.load_online(store, frames, snapshot)
 
@@ -109,10 +126,12 @@ def check_round_trip(store, root: Path, tables: dict[str, pd.DataFrame]) -> None
     assert source.user_embedding("U999999") is None
 
     item_ids = list(tables["item_text_embeddings"].item_id)
-    rows = fs.online_rows(store, ["item_text_embeddings:name_embedding", "item_tower_embeddings:item_embedding"],
-                          "item_id", item_ids)
-    for row, name_vec, tower_vec in zip(rows, tables["item_text_embeddings"].name_embedding,
-                                        tables["item_embeddings"].embedding):
+    rows = fs.online_rows(
+        store, ["item_text_embeddings:name_embedding", "item_tower_embeddings:item_embedding"], "item_id", item_ids
+    )
+    for row, name_vec, tower_vec in zip(
+        rows, tables["item_text_embeddings"].name_embedding, tables["item_embeddings"].embedding
+    ):
         assert np.array_equal(np.asarray(row["name_embedding"], np.float32), name_vec)
         assert np.array_equal(np.asarray(row["item_embedding"], np.float32), tower_vec)
 
@@ -154,7 +173,11 @@ def check_reapply_and_rename(store, root: Path) -> None:
     assert report.changes[0].details == ("fields renamed: age -> age_years",)
     assert "fields renamed: age -> age_years" in report.to_markdown()
     assert [f.name for f in store.get_feature_view("user_features").features] == [
-        "preferences", "age_years", "gender", "signup_date"]
+        "preferences",
+        "age_years",
+        "gender",
+        "signup_date",
+    ]
 
     # An object dropped from the definitions is removed from the registry, as `feast apply` does.
     without = [o for o in renamed if o.name != "item_vectors"]
@@ -198,9 +221,21 @@ def test_changed_features_reach_the_recommender_without_retraining(sqlite_store)
 
     # After training, the user buys the top item and changes their stated preferences.
     bought = first.item_ids[0]
-    tables["interactions"] = pd.concat([tables["interactions"], pd.DataFrame({
-        "interaction_id": ["X_new"], "user_id": [user_id], "item_id": [bought],
-        "timestamp": [pd.Timestamp("2024-06-01", tz="UTC")], "interaction_type": ["purchase"]})], ignore_index=True)
+    tables["interactions"] = pd.concat(
+        [
+            tables["interactions"],
+            pd.DataFrame(
+                {
+                    "interaction_id": ["X_new"],
+                    "user_id": [user_id],
+                    "item_id": [bought],
+                    "timestamp": [pd.Timestamp("2024-06-01", tz="UTC")],
+                    "interaction_type": ["purchase"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
     tables["users"].loc[tables["users"].user_id == user_id, "preferences"] = "Gaming"
     write_parquet(tables["users"], root / "users.parquet")
     load_everything(store, root, tables)
@@ -214,12 +249,12 @@ def test_missing_upstream_column_or_table_is_named(tmp_path):
     write_upstream(tmp_path, {k: v for k, v in upstream_tables().items() if k != "user_recommendations"})
     with pytest.raises(FileNotFoundError, match="user_recommendations.parquet: missing; materialize the 'user_rec"):
         fs.read_upstream_tables(str(tmp_path))
-    assert fs.user_history_frame(upstream_tables()["interactions"].iloc[:0], datetime.now(timezone.utc)).empty
+    assert fs.user_history_frame(upstream_tables()["interactions"].iloc[:0], datetime.now(UTC)).empty
 
     tables = upstream_tables()
     tables["user_embeddings"] = tables["user_embeddings"].rename(columns={"embedding": "vector"})
     with pytest.raises(DataValidationError) as raised:
-        fs.write_feast_sources(str(tmp_path), tables, datetime.now(timezone.utc))
+        fs.write_feast_sources(str(tmp_path), tables, datetime.now(UTC))
     assert raised.value.source == "user_embeddings" and raised.value.column == "embedding"
     assert raised.value.bad_rows == N_USERS
 
@@ -235,9 +270,19 @@ def test_profiles_and_definitions_agree_with_the_schema():
     assert config.registry.path.startswith("postgresql+psycopg://postgres:@127.0.0.1:6543/elsewhere")
     objects = fs.load_definitions(artifact_root="/x")
     names = {o.name for o in objects}
-    assert {"user", "item", "user_features", "item_features", "item_text_embeddings", "item_clip_embeddings",
-            "item_tower_embeddings", "user_tower_embeddings", "user_recommendations", "user_serving",
-            "item_display"} <= names
+    assert {
+        "user",
+        "item",
+        "user_features",
+        "item_features",
+        "item_text_embeddings",
+        "item_clip_embeddings",
+        "item_tower_embeddings",
+        "user_tower_embeddings",
+        "user_recommendations",
+        "user_serving",
+        "item_display",
+    } <= names
     push_sources = {o.stream_source.name for o in objects if getattr(o, "stream_source", None) is not None}
     assert push_sources == {f"{view}_push" for view in (*fs.PUSHED_VIEWS, "user_history")}
 
@@ -253,11 +298,17 @@ def test_assets_register_and_load_the_online_store(tmp_path):
     tables = upstream_tables(seed=3)
     write_upstream(root, tables)
     upstream = [dg.AssetSpec(name) for name in tables]
-    resources = {"artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-                 "feast": FeastStoreResource()}
+    resources = {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "feast": FeastStoreResource(),
+    }
 
-    first = dg.materialize([*upstream, feast_registry, feast_online_features], resources=resources,
-                           selection=[feast_registry, feast_online_features])
+    first = dg.materialize(
+        [*upstream, feast_registry, feast_online_features],
+        resources=resources,
+        selection=[feast_registry, feast_online_features],
+    )
     assert first.success
     registry_meta = first.asset_materializations_for_node("feast_registry")[0].metadata
     assert registry_meta["added"].value > 20 and registry_meta["changed"].value == 0
@@ -276,10 +327,15 @@ def test_assets_register_and_load_the_online_store(tmp_path):
     edited = tmp_path / "edited_repo"
     shutil.copytree(REPO / "feature_repo", edited, ignore=shutil.ignore_patterns("__pycache__"))
     features = edited / "features.py"
-    features.write_text(features.read_text().replace('Field(name="age", dtype=Int32', 'Field(name="age_years", dtype=Int32'))
+    features.write_text(
+        features.read_text().replace('Field(name="age", dtype=Int32', 'Field(name="age_years", dtype=Int32')
+    )
     assert fs.definitions_version(edited) != fs.definitions_version()  # the asset's code_version moves with it
-    renamed = dg.materialize([*upstream, feast_registry], selection=[feast_registry],
-                             resources={**resources, "feast": FeastStoreResource(repo_path=str(edited))})
+    renamed = dg.materialize(
+        [*upstream, feast_registry],
+        selection=[feast_registry],
+        resources={**resources, "feast": FeastStoreResource(repo_path=str(edited))},
+    )
     meta = renamed.asset_materializations_for_node("feast_registry")[0].metadata
     # The view and the service that serves all of its fields.
     assert (meta["added"].value, meta["changed"].value, meta["removed"].value) == (0, 2, 0), meta["changes"].value

@@ -21,8 +21,15 @@ pytestmark = pytest.mark.postgres
 def _admin_connection(settings: fs.PostgresSettings):
     import psycopg
 
-    return psycopg.connect(host=settings.host, port=settings.port, user=settings.user, password=settings.password,
-                           dbname="postgres", autocommit=True, connect_timeout=5)
+    return psycopg.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
 
 
 @pytest.fixture

@@ -31,28 +31,41 @@ def test_the_declared_views_are_the_registry_s():
         assert feature in {f.name for f in objects[name].features}, ref
 
 
-@pytest.mark.parametrize("edit, message", [
-    ("return [*objects, FeatureView(name='user_clicks', entities=[objects[1]], schema=[Field(name='n', dtype=Int64)],"
-     " source=objects[3])]", "declared but not in the registry: user_clicks"),
-    ("return [o for o in objects if o.name != 'user_history']", "in the registry but not declared: user_history"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            "return [*objects, FeatureView(name='user_clicks', entities=[objects[1]], schema=[Field(name='n', dtype=Int64)],"
+            " source=objects[3])]",
+            "declared but not in the registry: user_clicks",
+        ),
+        ("return [o for o in objects if o.name != 'user_history']", "in the registry but not declared: user_history"),
+    ],
+)
 def test_a_repository_whose_views_differ_from_the_registry_is_refused(tmp_path, edit, message):
     repo = tmp_path / "feature_repo"
     shutil.copytree(REPO / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
     features = repo / "features.py"
-    features.write_text(features.read_text() + (
-        "\n\n_declared = build_definitions\n\n\n"
-        "def build_definitions(artifact_root):\n"
-        "    objects = _declared(artifact_root)\n"
-        f"    {edit}\n"))
+    features.write_text(
+        features.read_text()
+        + (
+            "\n\n_declared = build_definitions\n\n\n"
+            "def build_definitions(artifact_root):\n"
+            "    objects = _declared(artifact_root)\n"
+            f"    {edit}\n"
+        )
+    )
     with pytest.raises(ValueError, match=rf"features\.py: its feature views differ .*{message}"):
         fs.load_definitions(repo, artifact_root=str(tmp_path))
 
 
 def test_editing_the_registry_changes_the_definitions_version(tmp_path, monkeypatch):
     edited = tmp_path / "views.py"
-    edited.write_text(REPO.joinpath("rec_core", "feature_store", "views.py").read_text().replace(
-        '"user_recommendations", USER_KEY', '"user_top_k", USER_KEY'))
+    edited.write_text(
+        REPO.joinpath("rec_core", "feature_store", "views.py")
+        .read_text()
+        .replace('"user_recommendations", USER_KEY', '"user_top_k", USER_KEY')
+    )
     before = fs.definitions_version()
     monkeypatch.setattr(views, "__file__", str(edited))
     assert fs.definitions_version() != before  # the feast_registry asset's code_version moves with the registry

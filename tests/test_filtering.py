@@ -1,6 +1,6 @@
 """Declarative filters: one test per rule, dict specs, and `apply_filters` on a recommendations frame."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -24,16 +24,25 @@ from rec_core.filtering import (
 
 @pytest.fixture
 def recommendations() -> pd.DataFrame:
-    return pd.DataFrame({
-        "item_id": ["A", "B", "C", "D", "E"],
-        "score": [0.9, 0.8, 0.7, 0.6, 0.5],
-        "category": ["Electronics|Audio|Headphones", "Electronics|Audio|Speakers", "Home|Kitchen|Blenders",
-                     "Electronics|Computers|Laptops", "Clothing|Women|Dresses"],
-        "discounted_price": [49.0, 120.0, 30.0, 900.0, 25.0],
-        "rating": [4.5, 3.2, None, 4.8, 4.0],
-        "rating_count": [120, 40, 0, 3, 60],
-        "arrival_date": pd.to_datetime(["2025-01-01", "2025-06-01", "2025-03-01", "2026-03-01", "2024-12-01"], utc=True),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": ["A", "B", "C", "D", "E"],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5],
+            "category": [
+                "Electronics|Audio|Headphones",
+                "Electronics|Audio|Speakers",
+                "Home|Kitchen|Blenders",
+                "Electronics|Computers|Laptops",
+                "Clothing|Women|Dresses",
+            ],
+            "discounted_price": [49.0, 120.0, 30.0, 900.0, 25.0],
+            "rating": [4.5, 3.2, None, 4.8, 4.0],
+            "rating_count": [120, 40, 0, 3, 60],
+            "arrival_date": pd.to_datetime(
+                ["2025-01-01", "2025-06-01", "2025-03-01", "2026-03-01", "2024-12-01"], utc=True
+            ),
+        }
+    )
 
 
 def kept(frame, profile=None, filters=()):
@@ -41,7 +50,7 @@ def kept(frame, profile=None, filters=()):
 
 
 def test_availability_arrived_and_in_stock(recommendations):
-    as_of = datetime(2025, 7, 1, tzinfo=timezone.utc)
+    as_of = datetime(2025, 7, 1, tzinfo=UTC)
     assert kept(recommendations, filters=[Available(as_of=as_of)]) == ["A", "B", "C", "E"]  # D arrives 2026-03
     assert kept(recommendations, filters=[Available(as_of=as_of, out_of_stock=frozenset({"B"}))]) == ["A", "C", "E"]
     assert kept(recommendations, filters=[Available(as_of=datetime(2025, 2, 1))]) == ["A", "E"]  # naive = UTC
@@ -56,8 +65,11 @@ def test_exclude_interacted_any_or_only_purchases(recommendations):
 
 def test_exclude_interacted_lists_the_pairs_it_drops(recommendations):
     items = ItemAttributes(recommendations)
-    profiles = [UserProfile("U1", interacted={"purchase": frozenset({"A"}), "positive_view": frozenset({"C", "Z"})}),
-                None, UserProfile("U3", interacted={"purchase": frozenset({"E"})})]
+    profiles = [
+        UserProfile("U1", interacted={"purchase": frozenset({"A"}), "positive_view": frozenset({"C", "Z"})}),
+        None,
+        UserProfile("U3", interacted={"purchase": frozenset({"E"})}),
+    ]
     owners, rows = ExcludeInteracted().excluded_rows(items, profiles)
     assert sorted(zip(owners.tolist(), rows.tolist())) == [(0, 0), (0, 2), (2, 4)]  # Z is not in the catalog
     owners, rows = ExcludeInteracted(("positive_view",)).excluded_rows(items, profiles)
@@ -76,7 +88,10 @@ def test_bulk_id_lookup_matches_one_by_one():
 
 def test_category_include_exclude_by_node_or_path(recommendations):
     assert kept(recommendations, filters=[CategoryFilter(include=("audio",))]) == ["A", "B"]
-    assert kept(recommendations, filters=[CategoryFilter(include=("Electronics",), exclude=("Speakers",))]) == ["A", "D"]
+    assert kept(recommendations, filters=[CategoryFilter(include=("Electronics",), exclude=("Speakers",))]) == [
+        "A",
+        "D",
+    ]
     assert kept(recommendations, filters=[CategoryFilter(include=("Electronics|Computers",))]) == ["D"]
     assert kept(recommendations, filters=[CategoryFilter(exclude=("Home", "Clothing"))]) == ["A", "B", "D"]
     # a path prefix matches whole nodes only: 'Electronics|Aud' is not 'Electronics|Audio'
@@ -98,20 +113,28 @@ def test_min_rating_with_count_and_unrated(recommendations):
 
 def test_rules_combine_and_preserve_rank_order(recommendations):
     profile = {"user_id": "U1", "interacted": {"cart": ["A"]}}
-    out = apply_filters(recommendations, profile, [{"rule": "exclude_interacted"}, {"rule": "price_range", "max_price": 200}])
+    out = apply_filters(
+        recommendations, profile, [{"rule": "exclude_interacted"}, {"rule": "price_range", "max_price": 200}]
+    )
     assert out["item_id"].tolist() == ["B", "C", "E"]
     assert out["score"].is_monotonic_decreasing
 
 
 def test_dict_specs_parse_to_rules():
-    rules = parse_filters([
-        {"rule": "available", "out_of_stock": ["X"]},
-        {"rule": "category", "include": "Audio"},
-        {"rule": "exclude_interacted", "interaction_types": ["purchase"]},
-        {"rule": "min_rating", "min_rating": 4},
-    ])
-    assert rules == [Available(out_of_stock=frozenset({"X"})), CategoryFilter(include=("Audio",)),
-                     ExcludeInteracted(("purchase",)), MinRating(4)]
+    rules = parse_filters(
+        [
+            {"rule": "available", "out_of_stock": ["X"]},
+            {"rule": "category", "include": "Audio"},
+            {"rule": "exclude_interacted", "interaction_types": ["purchase"]},
+            {"rule": "min_rating", "min_rating": 4},
+        ]
+    )
+    assert rules == [
+        Available(out_of_stock=frozenset({"X"})),
+        CategoryFilter(include=("Audio",)),
+        ExcludeInteracted(("purchase",)),
+        MinRating(4),
+    ]
     with pytest.raises(FilterError, match="unknown filter rule 'age_gate'"):
         parse_filters([{"rule": "age_gate"}])
     with pytest.raises(FilterError, match="price_range"):

@@ -14,20 +14,32 @@ from rec_core.data.validation import DataValidationError, conform
 from rec_core.storage import read_input_table
 
 ANY_VALUE = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
     st.sampled_from(["", "nan", "inf", "-1", "2024-01-01", "₹1,099", "64%", "x" * 5000]),
 )
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _valid_items(n):
-    return pd.DataFrame({
-        "item_id": [f"I{i}" for i in range(n)], "product_name": "thing", "category": "A|B|C",
-        "actual_price": 10.0, "discounted_price": 9.0, "discount_percentage": 10.0, "rating": 4.0,
-        "rating_count": 3, "about_product": "text", "arrival_date": pd.Timestamp("2024-01-01", tz="UTC"),
-        "img_link": None,
-    })
+    return pd.DataFrame(
+        {
+            "item_id": [f"I{i}" for i in range(n)],
+            "product_name": "thing",
+            "category": "A|B|C",
+            "actual_price": 10.0,
+            "discounted_price": 9.0,
+            "discount_percentage": 10.0,
+            "rating": 4.0,
+            "rating_count": 3,
+            "about_product": "text",
+            "arrival_date": pd.Timestamp("2024-01-01", tz="UTC"),
+            "img_link": None,
+        }
+    )
 
 
 @SETTINGS
@@ -61,11 +73,19 @@ def test_random_bytes_as_csv_are_refused_clearly(tmp_path_factory, raw):
 @SETTINGS
 @given(ratings=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=10))
 def test_interaction_ratings(ratings):
-    frame = pd.DataFrame({
-        "interaction_id": [f"x{i}" for i in range(len(ratings))], "user_id": "u", "item_id": "i",
-        "timestamp": pd.Timestamp("2024-01-01", tz="UTC"), "interaction_type": "rate", "rating": ratings,
-        "quantity": None, "review_title": None, "review_content": None,
-    })
+    frame = pd.DataFrame(
+        {
+            "interaction_id": [f"x{i}" for i in range(len(ratings))],
+            "user_id": "u",
+            "item_id": "i",
+            "timestamp": pd.Timestamp("2024-01-01", tz="UTC"),
+            "interaction_type": "rate",
+            "rating": ratings,
+            "quantity": None,
+            "review_title": None,
+            "review_content": None,
+        }
+    )
     infinite = sum(math.isinf(r) for r in ratings)
     out_of_range = sum(1 for r in ratings if math.isfinite(r) and not (0 <= r <= 5))
     if infinite or out_of_range:

@@ -25,8 +25,9 @@ def tiny_pipeline_dir(tmp_path_factory):
 
 
 def _tiny_diffusers(model_dir, **overrides) -> ImageGenerationConfig:
-    return ImageGenerationConfig(backend="diffusers", model=str(model_dir), device="cpu", image_size=32, steps=2,
-                                 batch_size=2, **overrides)
+    return ImageGenerationConfig(
+        backend="diffusers", model=str(model_dir), device="cpu", image_size=32, steps=2, batch_size=2, **overrides
+    )
 
 
 def test_placeholders_are_deterministic_hashed_and_drawn_only_once(tmp_path, tiny_dataset):
@@ -37,7 +38,9 @@ def test_placeholders_are_deterministic_hashed_and_drawn_only_once(tmp_path, tin
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(items["item_id"].map(image_filename))
     generate_images(items, tmp_path / "b")
     for item_id in items["item_id"][:5]:
-        assert (tmp_path / "a" / image_filename(item_id)).read_bytes() == (tmp_path / "b" / image_filename(item_id)).read_bytes()
+        assert (tmp_path / "a" / image_filename(item_id)).read_bytes() == (
+            tmp_path / "b" / image_filename(item_id)
+        ).read_bytes()
     again = generate_images(items, tmp_path / "a")
     assert again.generated == [] and again.existing == len(items)
     (tmp_path / "a" / image_filename(items["item_id"][3])).unlink()
@@ -69,8 +72,11 @@ def test_tiny_diffusers_pipeline_draws_seeded_images(tmp_path, tiny_dataset, tin
     generate_images(items.iloc[[2, 0]], tmp_path / "b", _tiny_diffusers(tiny_pipeline_dir))  # other batches
     for item_id in items["item_id"].iloc[[0, 2]]:
         # Same seed per item whatever the batch; float sums in another batch shape may round one level off.
-        np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "a" / image_filename(item_id))).astype(int),
-                                   np.asarray(Image.open(tmp_path / "b" / image_filename(item_id))).astype(int), atol=2)
+        np.testing.assert_allclose(
+            np.asarray(Image.open(tmp_path / "a" / image_filename(item_id))).astype(int),
+            np.asarray(Image.open(tmp_path / "b" / image_filename(item_id))).astype(int),
+            atol=2,
+        )
 
 
 def test_diffusers_replaces_placeholders_only_when_asked(tmp_path, tiny_dataset, tiny_pipeline_dir):
@@ -107,8 +113,9 @@ def test_command_line_generates_missing_images(tmp_path, tiny_dataset, capsys):
 @pytest.mark.cuda
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_tiny_diffusers_runs_in_fp16_on_cuda(tmp_path, tiny_dataset, tiny_pipeline_dir):
-    config = ImageGenerationConfig(backend="diffusers", model=str(tiny_pipeline_dir), device="cuda", image_size=32,
-                                   steps=2, batch_size=2)
+    config = ImageGenerationConfig(
+        backend="diffusers", model=str(tiny_pipeline_dir), device="cuda", image_size=32, steps=2, batch_size=2
+    )
     report = generate_images(tiny_dataset.items.head(4), tmp_path, config)
     assert len(report.generated) == 4
     assert all(Image.open(tmp_path / image_filename(i)).size == (32, 32) for i in report.generated)

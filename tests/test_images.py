@@ -145,7 +145,9 @@ def test_path_and_bytes_sources_agree(tmp_path):
 
 
 def test_gallery_embeds_decodable_thumbnails():
-    markdown = gallery_markdown([("I1: Mug | blue", Image.new("RGB", (300, 300), "blue")), ("I2", Image.new("RGB", (64, 64)))])
+    markdown = gallery_markdown(
+        [("I1: Mug | blue", Image.new("RGB", (300, 300), "blue")), ("I2", Image.new("RGB", (64, 64)))]
+    )
     payloads = [part.split(")")[0] for part in markdown.split("data:image/png;base64,")[1:]]
     assert len(payloads) == 2
     thumbnail = Image.open(io.BytesIO(base64.b64decode(payloads[0])))

@@ -57,7 +57,9 @@ def test_large_catalog_gets_ivf_with_tuned_nprobe_and_measured_recall(tmp_path):
     index.index.nprobe = report.nprobe
     index.save(tmp_path / "ivf")
     loaded = ItemIndex.load(tmp_path / "ivf")
-    assert not loaded.is_exact and loaded.index.nprobe == report.nprobe and loaded.report.recall_at_k == report.recall_at_k
+    assert (
+        not loaded.is_exact and loaded.index.nprobe == report.nprobe and loaded.report.recall_at_k == report.recall_at_k
+    )
     np.testing.assert_array_equal(loaded.search(queries[:5], 10)[1], index.search(queries[:5], 10)[1])
 
 
@@ -105,17 +107,19 @@ def test_filtered_batched_search_pads_when_the_allowed_candidates_run_out():
     allowed = np.zeros(3000, bool)
     allowed[[5, 77, 2999]] = True
     scores, rows = index.search_batch(vectors[[5, 77]], 4, allowed=allowed, excluded=(np.array([1]), np.array([77])))
-    for q, own in enumerate([5, 77]):
+    for q in range(2):
         found = rows[q][rows[q] >= 0]
         assert set(found) <= {5, 77, 2999} - ({77} if q == 1 else set())  # only allowed, never the excluded pair
-        assert (rows[q][len(found):] == -1).all() and len(found) < 4
+        assert (rows[q][len(found) :] == -1).all() and len(found) < 4
     assert rows[0][0] == 5  # a vector is its own best match
 
 
 def test_recall_is_measured_on_given_queries():
     vectors = clustered_vectors(2000)
     users = clustered_vectors(100, seed=5)
-    index = ItemIndex.build(ids(2000), vectors, IndexConfig(exact_max_items=10, recall_queries=50), recall_queries=users)
+    index = ItemIndex.build(
+        ids(2000), vectors, IndexConfig(exact_max_items=10, recall_queries=50), recall_queries=users
+    )
     assert index.report.recall_queries == 50
 
 
@@ -125,7 +129,9 @@ def test_save_load_round_trip_and_atomic_replace(tmp_path, monkeypatch):
     ItemIndex.build(ids(300), vectors).save(target)
     loaded = ItemIndex.load(target)
     assert loaded.item_ids == ids(300) and loaded.position_of["I000007"] == 7
-    np.testing.assert_array_equal(loaded.search(vectors[:2], 4)[1], ItemIndex.build(ids(300), vectors).search(vectors[:2], 4)[1])
+    np.testing.assert_array_equal(
+        loaded.search(vectors[:2], 4)[1], ItemIndex.build(ids(300), vectors).search(vectors[:2], 4)[1]
+    )
     report = json.loads((target / REPORT_FILE).read_text())
     assert report["index_type"] == "flat_ip" and report["n_items"] == 300
 

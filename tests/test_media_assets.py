@@ -35,8 +35,15 @@ def _materialize(tmp_path, items, users, run_config=None):
         return users
 
     return dg.materialize(
-        [items_stub, users_stub, product_images, item_text_embeddings, user_text_embeddings, item_clip_embeddings,
-         item_text_embeddings_cover_items],
+        [
+            items_stub,
+            users_stub,
+            product_images,
+            item_text_embeddings,
+            user_text_embeddings,
+            item_clip_embeddings,
+            item_text_embeddings_cover_items,
+        ],
         resources={
             "artifacts": ArtifactStore(root=str(tmp_path)),
             "io_manager": TableIOManager(root=str(tmp_path)),
@@ -74,26 +81,39 @@ def test_assets_materialize_incrementally_with_clip_disabled_then_enabled(tmp_pa
     assert check.passed and check.metadata["items_without_vectors"].value == 0
     prefs = storage.read_parquet(tmp_path / "root" / "user_text_embeddings.parquet").to_pandas()
     assert prefs.columns.tolist() == ["user_id", "preferences_embedding", "model_id", "input_hash"]
-    assert np.allclose(np.linalg.norm(embedding_matrix(prefs, "preferences_embedding"), axis=1)[users["preferences"] != ""], 1)
+    assert np.allclose(
+        np.linalg.norm(embedding_matrix(prefs, "preferences_embedding"), axis=1)[users["preferences"] != ""], 1
+    )
 
     clip = _metadata(first, "item_clip_embeddings")
-    assert clip["status"] == "disabled" and "does not exist" in clip["reason"] and "REC_CLIP_MODEL" in clip["how_to_enable"]
+    assert (
+        clip["status"] == "disabled"
+        and "does not exist" in clip["reason"]
+        and "REC_CLIP_MODEL" in clip["how_to_enable"]
+    )
     disabled = storage.read_parquet(tmp_path / "root" / "item_clip_embeddings.parquet")
     assert disabled.num_rows == 0 and {"item_id", "clip_embedding"} <= set(disabled.column_names)
 
     items.loc[4, "about_product"] = "Now with a longer warranty."
     # A killed run's checkpoint part (rows 0-4, row 4 already re-encoded) is reused like the previous table.
     killed = text.to_pandas().head(5)
-    killed.loc[4, "input_hash"] = f"{text_hash(items.loc[4, 'product_name'])}-{text_hash(items.loc[4, 'about_product'])}"
+    killed.loc[4, "input_hash"] = (
+        f"{text_hash(items.loc[4, 'product_name'])}-{text_hash(items.loc[4, 'about_product'])}"
+    )
     killed.at[4, "description_embedding"] = np.full(384, 1 / np.sqrt(384), dtype=np.float32)
     checkpoint = tmp_path / "root" / "checkpoints" / "item_text_embeddings"
-    storage.write_parquet(embedding_table(killed, ["name_embedding", "description_embedding"], 384),
-                          checkpoint / "part-killed-00000.parquet")
+    storage.write_parquet(
+        embedding_table(killed, ["name_embedding", "description_embedding"], 384),
+        checkpoint / "part-killed-00000.parquet",
+    )
     monkeypatch.setenv("REC_CLIP_MODEL", str(save_tiny_clip(tmp_path / "clip")))
     second = _materialize(tmp_path / "root", items, users)
     assert second.success
     assert _metadata(second, "product_images")["generated"] == 0
-    assert (_metadata(second, "item_text_embeddings")["encoded"], _metadata(second, "item_text_embeddings")["reused"]) == (0, len(items))
+    assert (
+        _metadata(second, "item_text_embeddings")["encoded"],
+        _metadata(second, "item_text_embeddings")["reused"],
+    ) == (0, len(items))
     resumed = storage.read_parquet(tmp_path / "root" / "item_text_embeddings.parquet").to_pandas()
     np.testing.assert_array_equal(resumed["description_embedding"][4], killed.at[4, "description_embedding"])
     assert not checkpoint.exists()

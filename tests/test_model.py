@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
+from rec_core.data.frames import ID_DTYPE
+from rec_core.data.schema import split_pipe
 from rec_core.data.splits import split_interactions
 from rec_core.inference import TwoTowerEncoder, encode_item_features
 from rec_core.models import EntityTower
@@ -78,6 +80,24 @@ def test_history_keeps_the_most_recent_positive_items_newest_last(small_dataset,
     index = dict(zip(fitted.item_ids, range(1, len(fitted.item_ids) + 1)))
     assert matrix.tolist() == [[index[a], index[a]], [0, 0], [0, 0]]  # b (oldest) dropped, c is a negative view
     assert fitted.history_matrix(["u1"], None).tolist() == [[0, 0]]
+
+
+def test_bulk_codes_match_value_by_value_lookups(small_dataset, train_split):
+    fitted, _, items = data_preprocess(small_dataset.users, small_dataset.items, train_split)
+    code = {node: position + 1 for position, node in enumerate(fitted.category_nodes)}
+    for row, category in enumerate(small_dataset.items["category"].head(200)):
+        known = [code[n] for n in split_pipe(category) if n in code]
+        assert items.category_tokens[row].tolist() == known + [0] * (items.category_tokens.shape[1] - len(known))
+    genders = pd.Series(["nope", None, np.nan, *fitted.gender_vocabulary])
+    users = fitted.transform_users(small_dataset.users.head(len(genders)).assign(gender=genders.to_numpy()))
+    assert users.categorical[:, 0].tolist() == [0, 0, 0, *range(1, len(fitted.gender_vocabulary) + 1)]
+    ids = [fitted.item_ids[5], "unknown", fitted.item_ids[0]]
+    assert fitted.item_id_index(ids).tolist() == [6, 0, 1]
+    assert fitted.item_id_index(pd.Series(ids, dtype=ID_DTYPE)).tolist() == [6, 0, 1]  # Arrow-backed ids, as loaded
+    # a user listed twice: the history goes to the last of the two rows, as a dictionary lookup did
+    history = pd.DataFrame({"user_id": ["u1"], "item_id": [fitted.item_ids[0]], "interaction_type": ["purchase"],
+                            "timestamp": pd.to_datetime([1], unit="s", utc=True)})
+    assert fitted.history_matrix(["u1", "u2", "u1"], history)[:, -1].tolist() == [0, 0, 1]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 from rec_assets.assets.data import interaction_splits, interactions, source_tables
 from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
 from rec_core.generation.synthetic import OracleScorer
-from rec_core.storage import atomic_directory, as_path, read_parquet
+from rec_core.storage import as_path, atomic_directory, read_parquet
 
 moto_server = pytest.importorskip("moto.server")
 
@@ -19,8 +19,13 @@ def bucket(monkeypatch):
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="artifacts")
     import s3fs
@@ -31,10 +36,14 @@ def bucket(monkeypatch):
 
 
 def test_data_assets_on_object_storage(bucket):
-    resources = {"artifacts": ArtifactStore(root=bucket), "io_manager": TableIOManager(root=bucket),
-                 "device": DeviceResource(device="cpu")}
+    resources = {
+        "artifacts": ArtifactStore(root=bucket),
+        "io_manager": TableIOManager(root=bucket),
+        "device": DeviceResource(device="cpu"),
+    }
     result = dg.materialize(
-        [source_tables, interactions, interaction_splits], resources=resources,
+        [source_tables, interactions, interaction_splits],
+        resources=resources,
         run_config={"ops": {"source_tables": {"config": {"n_users": 60, "n_items": 150, "n_interactions": 900}}}},
     )
     assert result.success
@@ -63,8 +72,9 @@ def test_model_artifact_on_object_storage(bucket, small_dataset):
 
     config = TrainingConfig(max_epochs=2, seed=0)
     splits = split_interactions(small_dataset.interactions, method="time")
-    trained = train_two_tower(prepare_training_data(small_dataset.users, small_dataset.items, splits, config=config),
-                              config, progress=False)
+    trained = train_two_tower(
+        prepare_training_data(small_dataset.users, small_dataset.items, splits, config=config), config, progress=False
+    )
     write_artifact(trained, f"{bucket}/two_tower_model", {"validation_recall_at_10": 0.1})
     remote = TwoTowerEncoder.load(f"{bucket}/two_tower_model")
     _, expected = TwoTowerEncoder(trained.model, trained.preprocessing).encode_items(small_dataset.items)

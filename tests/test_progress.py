@@ -16,8 +16,10 @@ from rec_core.progress import PROGRESS_INTERVAL_ENV, Progress, format_duration, 
 from tests.test_faults_media import HashEncoder, _items, _texts
 
 # label: done/total unit (pct), rate unit/s|min, ETA ...
-RUNNING = re.compile(r"^(?P<label>[\w ]+): (?P<done>[\d,]+)/(?P<total>[\d,]+) (?P<unit>\w+) \(\d+\.\d%\), "
-                     r"[\d,]+\.\d+ (?P=unit)/(s|min), ETA (\d+h)?(\d+m)?\d+s?(; .*)?$")
+RUNNING = re.compile(
+    r"^(?P<label>[\w ]+): (?P<done>[\d,]+)/(?P<total>[\d,]+) (?P<unit>\w+) \(\d+\.\d%\), "
+    r"[\d,]+\.\d+ (?P=unit)/(s|min), ETA (\d+h)?(\d+m)?\d+s?(; .*)?$"
+)
 
 
 class Clock:
@@ -50,7 +52,9 @@ def test_lines_are_throttled_to_one_per_interval_and_the_finish_always_logs():
     assert [line.split(":")[1].split(" (")[0] for line in lines] == [" 30/100 images", " 50/100 images"]
     assert all(RUNNING.match(line) for line in lines)
     progress.finish()
-    assert len(lines) == 3 and lines[-1].startswith("product_images: 60/100 images (60.0%)") and "done in 41s" in lines[-1]
+    assert (
+        len(lines) == 3 and lines[-1].startswith("product_images: 60/100 images (60.0%)") and "done in 41s" in lines[-1]
+    )
 
 
 def test_slow_loops_report_per_minute_and_stages_share_the_log():
@@ -59,8 +63,9 @@ def test_slow_loops_report_per_minute_and_stages_share_the_log():
     ease = root.stage("EASE", unit="lambdas").start(5)
     clock.now += 90
     ease.advance(1, note="lambda 100: validation recall 0.0712")
-    assert lines == ["model_evaluation EASE: 1/5 lambdas (20.0%), 0.67 lambdas/min, ETA 6m00s; "
-                     "lambda 100: validation recall 0.0712"]
+    assert lines == [
+        "model_evaluation EASE: 1/5 lambdas (20.0%), 0.67 lambdas/min, ETA 6m00s; lambda 100: validation recall 0.0712"
+    ]
     assert RUNNING.match(lines[0])
 
 
@@ -97,17 +102,28 @@ def test_interval_comes_from_the_environment_and_bad_values_are_named(monkeypatc
 def test_encoding_reports_each_chunk_and_gives_the_same_vectors(tmp_path):
     items = _items(40)
     lines: list[str] = []
-    reported = text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder(),
-                               checkpoint=Checkpoint(tmp_path / "parts", chunk_rows=10),
-                               progress=Progress("item_text_embeddings", lines.append, every_s=0))
+    reported = text_embeddings(
+        "item_id",
+        items["item_id"],
+        _texts(items),
+        HashEncoder(),
+        checkpoint=Checkpoint(tmp_path / "parts", chunk_rows=10),
+        progress=Progress("item_text_embeddings", lines.append, every_s=0),
+    )
     assert [RUNNING.match(line)["done"] for line in lines[:-1]] == ["10", "20", "30"]
     assert lines[-1].startswith("item_text_embeddings: 40/40 items (100.0%)") and "done in" in lines[-1]
     plain = text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder())
     for column in ("name_embedding", "description_embedding"):
         np.testing.assert_array_equal(embedding_matrix(reported.table, column), embedding_matrix(plain.table, column))
     unchanged: list[str] = []
-    text_embeddings("item_id", items["item_id"], _texts(items), HashEncoder(), previous=plain.table,
-                    progress=Progress("item_text_embeddings", unchanged.append, every_s=0))
+    text_embeddings(
+        "item_id",
+        items["item_id"],
+        _texts(items),
+        HashEncoder(),
+        previous=plain.table,
+        progress=Progress("item_text_embeddings", unchanged.append, every_s=0),
+    )
     assert unchanged == []  # everything reused: nothing to report
 
 
@@ -125,19 +141,30 @@ def test_progress_lines_reach_the_run_event_log_while_the_step_runs(tmp_path, sm
 
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
-        [items_stub, product_images], instance=instance,
-        resources={"artifacts": ArtifactStore(root=str(tmp_path)), "io_manager": TableIOManager(root=str(tmp_path)),
-                   "device": DeviceResource(device="cpu")},
+        [items_stub, product_images],
+        instance=instance,
+        resources={
+            "artifacts": ArtifactStore(root=str(tmp_path)),
+            "io_manager": TableIOManager(root=str(tmp_path)),
+            "device": DeviceResource(device="cpu"),
+        },
     )
     assert result.success
     entries = instance.all_logs(result.run_id)
     running = [(e.timestamp, RUNNING.match(e.user_message)) for e in entries if RUNNING.match(e.user_message or "")]
     assert [m["done"] for _, m in running] == ["64", "128", "192"]
     assert all(m["label"] == "product_images" and m["total"] == str(len(items)) for _, m in running)
-    finished = [e for e in entries if (e.user_message or "").startswith(f"product_images: {len(items)}/{len(items)} images")]
+    finished = [
+        e for e in entries if (e.user_message or "").startswith(f"product_images: {len(items)}/{len(items)} images")
+    ]
     assert len(finished) == 1 and "done in" in finished[0].user_message
-    [materialized] = [e for e in entries if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
-                      and e.dagster_event.asset_key == product_images.key]
+    [materialized] = [
+        e
+        for e in entries
+        if e.dagster_event
+        and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        and e.dagster_event.asset_key == product_images.key
+    ]
     assert max(t for t, _ in running) <= finished[0].timestamp <= materialized.timestamp  # logged during the step
 
 
@@ -148,11 +175,16 @@ def test_training_epochs_report_batches_and_train_the_same_model(small_dataset, 
 
     monkeypatch.setenv(PROGRESS_INTERVAL_ENV, "0")  # a line per batch instead of one per 15 s
     base = TrainingConfig(max_epochs=2, patience=2, batch_size=2048, seed=0)
-    data = prepare_training_data(small_dataset.users, small_dataset.items,
-                                 split_interactions(small_dataset.interactions, method="random", seed=0), config=base)
+    data = prepare_training_data(
+        small_dataset.users,
+        small_dataset.items,
+        split_interactions(small_dataset.interactions, method="random", seed=0),
+        config=base,
+    )
     lines: list[str] = []
-    result = tune_two_tower(data, base, TuningConfig(trials=1), log=lambda line: None,
-                            progress=Progress("two_tower", lines.append))
+    result = tune_two_tower(
+        data, base, TuningConfig(trials=1), log=lambda line: None, progress=Progress("two_tower", lines.append)
+    )
     total = -(-data.example_items.numel() // base.batch_size)
     assert total >= 3
     for epoch in (1, 2):
@@ -161,5 +193,6 @@ def test_training_epochs_report_batches_and_train_the_same_model(small_dataset, 
         assert [m["done"] for m in batches] == [str(done) for done in range(1, total)]  # the epoch's own line ends it
         assert {m["total"] for m in batches} == {str(total)}
     plain = train_two_tower(data, base, progress=False)  # no hook: the hook draws nothing, so the same training
-    assert [(r["train_loss"], r["validation_recall_at_10"]) for r in result.trained.history] == \
-           [(r["train_loss"], r["validation_recall_at_10"]) for r in plain.history]
+    assert [(r["train_loss"], r["validation_recall_at_10"]) for r in result.trained.history] == [
+        (r["train_loss"], r["validation_recall_at_10"]) for r in plain.history
+    ]

@@ -48,9 +48,12 @@ def _unit(rng, n):
 
 def stage(root, version: Version, user_ids) -> None:
     """Writes one version's working copies as the serving assets do (a fresh index build id each time)."""
-    write_parquet(vector_table("user_id", user_ids, version.user_vectors, version.model), root / "user_embeddings.parquet")
-    write_parquet(vector_table("item_id", version.item_ids, version.item_vectors, version.model),
-                  root / "item_embeddings.parquet")
+    write_parquet(
+        vector_table("user_id", user_ids, version.user_vectors, version.model), root / "user_embeddings.parquet"
+    )
+    write_parquet(
+        vector_table("item_id", version.item_ids, version.item_vectors, version.model), root / "item_embeddings.parquet"
+    )
     index = version.index
     report = dataclasses.replace(index.report, build_id=uuid.uuid4().hex)
     ItemIndex(index.item_ids, index.vectors, index.index, report, index.config).save(root / "item_index")
@@ -65,14 +68,24 @@ def build_versions(dataset):
     user_ids = dataset.users["user_id"].tolist()
     item_ids = dataset.items["item_id"].tolist()
     rng = np.random.default_rng(0)
-    user_a, item_a, user_b, item_b = _unit(rng, len(user_ids)), _unit(rng, len(item_ids)), _unit(rng, len(user_ids)), \
-        _unit(rng, len(item_ids))
+    user_a, item_a, user_b, item_b = (
+        _unit(rng, len(user_ids)),
+        _unit(rng, len(item_ids)),
+        _unit(rng, len(user_ids)),
+        _unit(rng, len(item_ids)),
+    )
     order = rng.permutation(len(item_ids))
     b_ids = [item_ids[i] for i in order]
-    ivf = ItemIndex.build(b_ids, item_b[order], IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200),
-                          recall_queries=user_b)
-    return user_ids, {"A": Version("model-A", user_a, item_ids, item_a, ItemIndex.build(item_ids, item_a)),
-                      "B": Version("model-B", user_b, b_ids, item_b[order], ivf)}
+    ivf = ItemIndex.build(
+        b_ids,
+        item_b[order],
+        IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200),
+        recall_queries=user_b,
+    )
+    return user_ids, {
+        "A": Version("model-A", user_a, item_ids, item_a, ItemIndex.build(item_ids, item_a)),
+        "B": Version("model-B", user_b, b_ids, item_b[order], ivf),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +139,10 @@ def test_vectors_of_another_model_are_refused(root, versions):
     with pytest.raises(releases.ReleaseError, match="name 2 different models"):
         releases.publish_release(root)
     stage(root, by_name["A"], user_ids)
-    write_parquet(vector_table("item_id", by_name["B"].item_ids, by_name["B"].item_vectors, "model-A"),
-                  root / "item_embeddings.parquet")  # labelled A, but not the vectors the index holds
+    write_parquet(
+        vector_table("item_id", by_name["B"].item_ids, by_name["B"].item_vectors, "model-A"),
+        root / "item_embeddings.parquet",
+    )  # labelled A, but not the vectors the index holds
     with pytest.raises(releases.ReleaseError, match="item_index does not hold the item_embeddings"):
         releases.publish_release(root)
     assert releases.current_release(root)["release_id"] == first["release_id"]
@@ -147,11 +162,17 @@ def test_a_trained_model_requires_vectors_naming_it(tmp_path):
     write_parquet(vector_table("user_id", ["a", "b", "c"], np.eye(3, dtype=np.float32)), tmp_path / "u.parquet")
     with pytest.raises(releases.ReleaseError, match="column model_version missing"):
         releases._vectors_model_version(tmp_path, artifacts, version)
-    write_parquet(vector_table("user_id", ["a", "b", "c"], np.eye(3, dtype=np.float32), "other"), tmp_path / "u.parquet")
-    with pytest.raises(releases.ReleaseError, match=f"model_version: 3 of 3 rows come from another model than "
-                                                    f"two_tower_model \\({version}\\)"):
+    write_parquet(
+        vector_table("user_id", ["a", "b", "c"], np.eye(3, dtype=np.float32), "other"), tmp_path / "u.parquet"
+    )
+    with pytest.raises(
+        releases.ReleaseError,
+        match=f"model_version: 3 of 3 rows come from another model than two_tower_model \\({version}\\)",
+    ):
         releases._vectors_model_version(tmp_path, artifacts, version)
-    write_parquet(vector_table("user_id", ["a", "b", "c"], np.eye(3, dtype=np.float32), version), tmp_path / "u.parquet")
+    write_parquet(
+        vector_table("user_id", ["a", "b", "c"], np.eye(3, dtype=np.float32), version), tmp_path / "u.parquet"
+    )
     assert releases._vectors_model_version(tmp_path, artifacts, version) == version
 
 
@@ -211,8 +232,10 @@ def test_rollback_and_rerelease_under_load(root, versions):
     release_a = releases.publish_release(root)
     stage(root, by_name["B"], user_ids)
     release_b = releases.publish_release(root)
-    expected = {release_a["release_id"]: _answers(root, release_a, user_ids),
-                release_b["release_id"]: _answers(root, release_b, user_ids)}
+    expected = {
+        release_a["release_id"]: _answers(root, release_a, user_ids),
+        release_b["release_id"]: _answers(root, release_b, user_ids),
+    }
     recommender = Recommender.load(root)
     errors, wrong, served = [], [], {}
     lock, done = threading.Lock(), threading.Event()
@@ -290,8 +313,9 @@ def test_sigkill_while_publishing_keeps_a_servable_release(root, versions):
     expected = _answers(root, first, user_ids[:30])
     seen = set()
     for attempt in range(4):
-        process = subprocess.Popen([sys.executable, "-c", KILLED_PUBLISHER, str(root), str(REPO)], stdout=subprocess.PIPE,
-                                   cwd=REPO)
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLED_PUBLISHER, str(root), str(REPO)], stdout=subprocess.PIPE, cwd=REPO
+        )
         assert process.stdout.readline().strip() == b"ready"
         time.sleep(1.0 + 0.7 * attempt)
         process.send_signal(signal.SIGKILL)
@@ -317,8 +341,12 @@ def test_cli_lists_and_rolls_back(root, versions):
     for name in "AB":
         stage(root, by_name[name], user_ids)
         ids.append(releases.publish_release(root)["release_id"])
-    run = lambda *args: subprocess.run([sys.executable, "-m", "rec_core.release", "--root", str(root), *args],  # noqa: E731
-                                       capture_output=True, text=True, cwd=REPO)
+    run = lambda *args: subprocess.run(
+        [sys.executable, "-m", "rec_core.release", "--root", str(root), *args],  # noqa: E731
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     listed = run("list")
     assert listed.returncode == 0 and f"* {ids[1]}" in listed.stdout and f"  {ids[0]}" in listed.stdout
     back = run("rollback")
@@ -345,7 +373,9 @@ def test_feature_store_vectors_of_another_model_are_not_scored(root, versions, t
         table = read_parquet(root / "user_embeddings.parquet").to_pandas()
         table["embedding"] = list(version.user_vectors)
         table["model_version"] = version.model
-        fs.push_latest(store, {"user_tower_embeddings": fs.feast_source_frame("user_tower_embeddings", table, snapshot)})
+        fs.push_latest(
+            store, {"user_tower_embeddings": fs.feast_source_frame("user_tower_embeddings", table, snapshot)}
+        )
 
     source = fs.FeastFeatureSource(store)
     push(by_name["A"])
@@ -367,7 +397,13 @@ def test_manifest_is_one_json_file_naming_every_served_artifact(root, versions):
     manifest = releases.publish_release(root, code_versions={"two_tower_model": "1"}, details={"gate": {"x": 1.0}})
     on_disk = json.loads((root / "releases" / "current.json").read_text())
     assert {k: on_disk[k] for k in manifest} == manifest
-    assert set(manifest["artifacts"]) == {"items", "users", "interactions", "user_embeddings", "item_embeddings",
-                                          "item_index"}
+    assert set(manifest["artifacts"]) == {
+        "items",
+        "users",
+        "interactions",
+        "user_embeddings",
+        "item_embeddings",
+        "item_index",
+    }
     assert manifest["index_build_id"] in manifest["artifacts"]["item_index"]
     assert manifest["details"] == {"gate": {"x": 1.0}}

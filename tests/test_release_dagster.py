@@ -38,17 +38,25 @@ def home(tmp_path_factory):
     base = tmp_path_factory.mktemp("release_dagster")
     (base / "home").mkdir()
     (base / "home" / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {"DAGSTER_HOME": str(base / "home"), "REC_ARTIFACT_ROOT": str(base / "artifacts"),
-           "REC_LANDING_DIR": str(base / "landing"), "REC_EXECUTOR": "in_process", "REC_DEVICE": "cpu",
-           "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        "DAGSTER_HOME": str(base / "home"),
+        "REC_ARTIFACT_ROOT": str(base / "artifacts"),
+        "REC_LANDING_DIR": str(base / "landing"),
+        "REC_EXECUTOR": "in_process",
+        "REC_DEVICE": "cpu",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
         from rec_assets.definitions import defs
 
         with dg.DagsterInstance.get() as instance:
-            result = defs.resolve_job_def("main_job").execute_in_process(run_config=_config(with_data=True),
-                                                                         instance=instance)
+            result = defs.resolve_job_def("main_job").execute_in_process(
+                run_config=_config(with_data=True), instance=instance
+            )
             assert result.success
             yield {**os.environ, **env}, instance, defs
     finally:
@@ -67,17 +75,39 @@ def test_two_retrain_runs_launched_at_once_run_one_after_the_other(home, tmp_pat
     env, instance, _ = home
     first_release = releases.current_release(_root(env))
     daemon_cli = str(Path(sys.executable).parent / "dagster-daemon")
-    daemon = subprocess.Popen([daemon_cli, "run", "-m", "rec_assets"], cwd=REPO, env=env,
-                              stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    daemon = subprocess.Popen(
+        [daemon_cli, "run", "-m", "rec_assets"],
+        cwd=REPO,
+        env=env,
+        stdout=open(tmp_path / "daemon.log", "wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         launched = []
         for seed in (1, 2):  # different seeds: two different models
             config = tmp_path / f"run{seed}.yaml"
             config.write_text(yaml.safe_dump(_config({"seed": seed})))
-            done = subprocess.run([sys.executable, "-m", "dagster", "job", "launch", "-m", "rec_assets", "-j",
-                                   "retrain_job", "-c", str(config)], cwd=REPO, env=env, capture_output=True,
-                                  text=True, timeout=300)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "job",
+                    "launch",
+                    "-m",
+                    "rec_assets",
+                    "-j",
+                    "retrain_job",
+                    "-c",
+                    str(config),
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
             launched.append(seed)
         deadline = time.time() + 1500
@@ -115,10 +145,14 @@ def test_two_retrain_runs_launched_at_once_run_one_after_the_other(home, tmp_pat
 
 def _failures(instance, records) -> str:
     """What went wrong in the runs, for the assertion message."""
-    return "\n".join(f"{r.dagster_run.run_id}: {e.dagster_event.event_type_value} {e.dagster_event.message}"
-                     for r in records for e in instance.all_logs(r.dagster_run.run_id)
-                     if e.dagster_event is not None and e.dagster_event.event_type_value in (
-                         "STEP_FAILURE", "RUN_FAILURE", "ASSET_CHECK_EVALUATION", "ENGINE_EVENT"))[-6000:]
+    return "\n".join(
+        f"{r.dagster_run.run_id}: {e.dagster_event.event_type_value} {e.dagster_event.message}"
+        for r in records
+        for e in instance.all_logs(r.dagster_run.run_id)
+        if e.dagster_event is not None
+        and e.dagster_event.event_type_value
+        in ("STEP_FAILURE", "RUN_FAILURE", "ASSET_CHECK_EVALUATION", "ENGINE_EVENT")
+    )[-6000:]
 
 
 def _latest_run_id(instance) -> str | None:
@@ -132,16 +166,29 @@ def test_a_run_killed_while_releasing_leaves_the_previous_release_serving(home, 
     before = releases.current_release(root)
     users = Recommender.load(root).feature_source.user_ids[:20]
     expected = {u: Recommender.load(root).recommend(u, k=10).item_ids for u in users}
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "rec_assets", "--select", "serving_release"]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "rec_assets",
+        "--select",
+        "serving_release",
+    ]
     known = _latest_run_id(instance)
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline, started = time.time() + 300, False
     while time.time() < deadline and not started and process.poll() is None:
         run_id = _latest_run_id(instance)
         if run_id != known:
-            started = any(r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_START"
-                          for r in instance.all_logs(run_id))
+            started = any(
+                r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_START"
+                for r in instance.all_logs(run_id)
+            )
         time.sleep(0.05)
     assert started, "the release step never started"
     time.sleep(0.3)  # inside the release step: copying, loading the release to check it, or moving the pointer
@@ -196,25 +243,38 @@ def test_a_model_rejected_by_the_gate_never_reaches_serving(home):
     model_bytes = open(weights, "rb").read()
     users = before.feature_source.user_ids[:30]
     cold = [{"age": 30, "gender": "F", "preferences": "Audio"}, {"preferences": ""}, {"age": 70}]
-    answers = lambda r: ([r.recommend(u, k=10).to_dict() for u in users],  # noqa: E731
-                         [r.recommend_for_features(f, k=10).to_dict() for f in cold])
+    answers = lambda r: (
+        [r.recommend(u, k=10).to_dict() for u in users],  # noqa: E731
+        [r.recommend_for_features(f, k=10).to_dict() for f in cold],
+    )
     expected = answers(before)
-    definitions = [*dg.load_assets_from_package_module(asset_package),
-                   *dg.load_asset_checks_from_package_module(asset_package)]
+    definitions = [
+        *dg.load_assets_from_package_module(asset_package),
+        *dg.load_asset_checks_from_package_module(asset_package),
+    ]
     run = lambda selection, config=None: dg.materialize(  # noqa: E731
-        definitions, selection=selection, instance=instance, resources=resources_for_profile("local"),
-        run_config=config, raise_on_error=False)
+        definitions,
+        selection=selection,
+        instance=instance,
+        resources=resources_for_profile("local"),
+        run_config=config,
+        raise_on_error=False,
+    )
 
     trained = run(dg.AssetSelection.assets("two_tower_model").without_checks(), _config({"seed": 3}))
     assert trained.success
     staged = f"{root}/two_tower_model/model.safetensors"
     save_file({name: t * 0 if t.is_floating_point() else t for name, t in load_file(staged).items()}, staged)
-    gated = run(dg.AssetSelection.checks(two_tower_beats_popularity)
-                | dg.AssetSelection.assets("two_tower_model").downstream(include_self=False))
+    gated = run(
+        dg.AssetSelection.checks(two_tower_beats_popularity)
+        | dg.AssetSelection.assets("two_tower_model").downstream(include_self=False)
+    )
     assert not gated.success
     [check] = gated.get_asset_check_evaluations()
     assert check.check_name == "two_tower_beats_popularity" and not check.passed
-    assert releases.model_version(f"{root}/two_tower_model") != release["model_version"]  # the rejected model was written
+    assert (
+        releases.model_version(f"{root}/two_tower_model") != release["model_version"]
+    )  # the rejected model was written
 
     after = Recommender.load(root)
     assert after.release["release_id"] == release["release_id"]

@@ -39,7 +39,7 @@ def test_torch_load_always_restricts_to_weights():
     for path in _sources():
         text = path.read_text()
         for match in re.finditer(r"torch\.load\(", text):
-            call = text[match.start(): text.find(")", match.start()) + 1]
+            call = text[match.start() : text.find(")", match.start()) + 1]
             if "weights_only=True" not in call:
                 line = text.count("\n", 0, match.start()) + 1
                 problems.append(f"{path.relative_to(REPO)}:{line}: {call}")
@@ -95,8 +95,11 @@ def _data_names(node: ast.AST) -> list[str]:
         found.append(node.id)
     elif isinstance(node, ast.Attribute) and DATA_NAME.search(node.attr):
         found.append(node.attr)
-    elif (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)
-          and DATA_NAME.search(str(node.slice.value))):
+    elif (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.slice, ast.Constant)
+        and DATA_NAME.search(str(node.slice.value))
+    ):
         found.append(f"[{node.slice.value!r}]")
     for child in ast.iter_child_nodes(node):
         found += _data_names(child)
@@ -114,8 +117,12 @@ def _path_parts(node: ast.AST) -> list[ast.AST]:
         function = node.func
         if _call_name(node) == "join":  # os.path.join, not str.join
             owner = function.value if isinstance(function, ast.Attribute) else None
-            if not (isinstance(owner, ast.Attribute) and owner.attr == "path"
-                    or isinstance(owner, ast.Name) and owner.id in ("posixpath", "ntpath")):
+            if not (
+                isinstance(owner, ast.Attribute)
+                and owner.attr == "path"
+                or isinstance(owner, ast.Name)
+                and owner.id in ("posixpath", "ntpath")
+            ):
                 return []
         return list(node.args)
     if isinstance(node, ast.JoinedStr):

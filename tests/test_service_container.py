@@ -32,7 +32,7 @@ class Stage:
 def read_stages() -> tuple[str, list[Stage]]:
     """(the leading comment as one line, stages) of the Containerfile."""
     lines = CONTAINERFILE.read_text().splitlines()
-    leading = lines[:next(i for i, line in enumerate(lines) if not line.startswith("#"))]
+    leading = lines[: next(i for i, line in enumerate(lines) if not line.startswith("#"))]
     header = " ".join(line.lstrip("# ").removesuffix("\\") for line in leading)
     stages = []
     for line in re.sub(r"\\\n", " ", "\n".join(lines)).splitlines():  # continuation lines joined
@@ -91,4 +91,3 @@ def test_the_documented_service_command_is_one_the_service_accepts():
     assert f"REC_ARTIFACT_ROOT={args.root}" in environment  # the mounted root is the image's default
     assert str(args.port) in " ".join(final.arguments("EXPOSE")).split()
     assert args.host == "0.0.0.0" and "-e REC_SERVICE_TOKEN=" in documented  # a non-loopback bind needs the token
-

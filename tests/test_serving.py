@@ -31,7 +31,9 @@ TEXT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2@max_seq_length=128"
 
 
 def _text_table(key, ids, columns, model_id):
-    vectors = {name: pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1]) for name, m in columns.items()}
+    vectors = {
+        name: pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1]) for name, m in columns.items()
+    }
     return pa.table({key: pa.array([str(i) for i in ids]), **vectors, "model_id": pa.array([model_id] * len(ids))})
 
 
@@ -51,24 +53,46 @@ def materialize(root, dataset):
     splits = split_interactions(dataset.interactions, method="time", seed=0)
     encoder = TextEncoder()
     items, users = dataset.items, dataset.users
-    item_text = _text_table("item_id", items["item_id"], {
-        "name_embedding": encoder.encode(items["product_name"].tolist()),
-        "description_embedding": encoder.encode(items["about_product"].tolist()),
-    }, encoder.model_id)
+    item_text = _text_table(
+        "item_id",
+        items["item_id"],
+        {
+            "name_embedding": encoder.encode(items["product_name"].tolist()),
+            "description_embedding": encoder.encode(items["about_product"].tolist()),
+        },
+        encoder.model_id,
+    )
     sentences = [preference_sentence(prefs) for prefs in users["preferences"]]
     preference_vectors = np.zeros((len(users), encoder.dimension), np.float32)
     stated = [i for i, s in enumerate(sentences) if s]
     preference_vectors[stated] = encoder.encode([sentences[i] for i in stated])
-    user_text = _text_table("user_id", users["user_id"], {"preferences_embedding": preference_vectors}, encoder.model_id)
-    disabled_clip = pa.table({"item_id": pa.array([], pa.string()), "clip_embedding": pa.array([], pa.list_(pa.float32())),
-                              "model_id": pa.array([], pa.string())})
-    for name, table in (("users", users), ("items", items), ("interactions", dataset.interactions),
-                        ("interaction_splits", splits), ("item_text_embeddings", item_text),
-                        ("user_text_embeddings", user_text), ("item_clip_embeddings", disabled_clip)):
+    user_text = _text_table(
+        "user_id", users["user_id"], {"preferences_embedding": preference_vectors}, encoder.model_id
+    )
+    disabled_clip = pa.table(
+        {
+            "item_id": pa.array([], pa.string()),
+            "clip_embedding": pa.array([], pa.list_(pa.float32())),
+            "model_id": pa.array([], pa.string()),
+        }
+    )
+    for name, table in (
+        ("users", users),
+        ("items", items),
+        ("interactions", dataset.interactions),
+        ("interaction_splits", splits),
+        ("item_text_embeddings", item_text),
+        ("user_text_embeddings", user_text),
+        ("item_clip_embeddings", disabled_clip),
+    ):
         write_parquet(table, root / f"{name}.parquet")
-    item_text, user_text = (read_parquet(root / f"{n}.parquet").to_pandas() for n in ("item_text_embeddings", "user_text_embeddings"))
+    item_text, user_text = (
+        read_parquet(root / f"{n}.parquet").to_pandas() for n in ("item_text_embeddings", "user_text_embeddings")
+    )
 
-    config = TrainingConfig(max_epochs=10, batch_size=256, model=TwoTowerConfig(embedding_dim=32, id_dim=32, content_dim=32))
+    config = TrainingConfig(
+        max_epochs=10, batch_size=256, model=TwoTowerConfig(embedding_dim=32, id_dim=32, content_dim=32)
+    )
     data = prepare_training_data(users, items, splits, item_text, user_text, None, config)
     write_artifact(train_two_tower(data, config, progress=False), root / "two_tower_model")
 
@@ -112,7 +136,11 @@ def test_recommend_known_user_fills_k_without_seen_items(served):
     assert scores == sorted(scores, reverse=True)
     first = result[0]
     row = dataset.items.set_index("item_id").loc[first.item_id]
-    assert (first.product_name, first.category, first.discounted_price) == (row.product_name, row.category, row.discounted_price)
+    assert (first.product_name, first.category, first.discounted_price) == (
+        row.product_name,
+        row.category,
+        row.discounted_price,
+    )
     assert first.match == "model" and set(first.to_dict()) >= {"item_id", "score", "product_name", "img_link"}
 
 
@@ -148,8 +176,10 @@ def _assert_same_list(item_ids, scores, single):
     assert len(item_ids) == len(single)
     np.testing.assert_allclose(scores, single_scores, rtol=1e-5, atol=1e-6)
     for j in (j for j, (a, b) in enumerate(zip(item_ids, single.item_ids)) if a != b):
-        assert j == len(single) - 1 or min(abs(single_scores[j] - single_scores[i]) for i in (j - 1, j + 1)
-                                           if 0 <= i < len(single)) < 1e-6
+        assert (
+            j == len(single) - 1
+            or min(abs(single_scores[j] - single_scores[i]) for i in (j - 1, j + 1) if 0 <= i < len(single)) < 1e-6
+        )
 
 
 def _filter_sets(dataset):
@@ -197,9 +227,12 @@ def test_batch_equals_single_requests_on_ivf_index(served):
 
     recommender, dataset, _, _ = served
     source = recommender.feature_source
-    index = ItemIndex.build(recommender.index.item_ids, recommender.index.vectors,
-                            IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200),
-                            recall_queries=source.embeddings)
+    index = ItemIndex.build(
+        recommender.index.item_ids,
+        recommender.index.vectors,
+        IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200),
+        recall_queries=source.embeddings,
+    )
     assert not index.is_exact and index.report.nprobe < index.report.n_lists
     ivf = Recommender(dataset.items, index, source)
     user_ids = source.user_ids[:60]
@@ -230,8 +263,9 @@ def test_filters_removing_most_candidates_still_fill_k(served):
 
 
 def test_dict_filters_and_min_rating(recommender):
-    result = recommender.recommend_for_features({"preferences": "Audio"}, k=10,
-                                                filters=[{"rule": "min_rating", "min_rating": 4.5, "min_count": 5}])
+    result = recommender.recommend_for_features(
+        {"preferences": "Audio"}, k=10, filters=[{"rule": "min_rating", "min_rating": 4.5, "min_count": 5}]
+    )
     assert len(result) == 10 and all(i.rating >= 4.5 and i.rating_count >= 5 for i in result)
     result = recommender.recommend_for_features({"preferences": "Audio"}, k=10, filters=[MinRating(6.0)])
     assert len(result) == 0 and "only 0 of" in result.reason
@@ -279,10 +313,14 @@ def test_user_known_to_feature_source_without_embedding_is_encoded_cold(served):
         def user_profile(self, user_id):
             return UserProfile(user_id, 30, "F", ("Audio",)) if user_id == "NEW1" else None
 
-    custom = Recommender(dataset.items, recommender.index, ProfileOnlySource(), encoder=recommender.encoder,
-                         item_text_embeddings=None)
+    custom = Recommender(
+        dataset.items, recommender.index, ProfileOnlySource(), encoder=recommender.encoder, item_text_embeddings=None
+    )
     result = custom.recommend("NEW1", k=10)
-    assert result.item_ids == recommender.recommend_for_features({"age": 30, "gender": "F", "preferences": "Audio"}, k=10).item_ids
+    assert (
+        result.item_ids
+        == recommender.recommend_for_features({"age": 30, "gender": "F", "preferences": "Audio"}, k=10).item_ids
+    )
     with pytest.raises(UnknownUserError, match="unknown user 'NOBODY'"):
         custom.recommend("NOBODY")
 
@@ -332,7 +370,9 @@ def test_search_by_image_finds_the_item_with_that_image(tmp_path, served):
     images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in item_ids]
     vectors = ClipEncoder(str(clip_dir), device="cpu").encode_image(images)
     clip_table = pd.DataFrame({"item_id": item_ids, "clip_embedding": list(vectors), "model_id": str(clip_dir)})
-    with_clip = Recommender(dataset.items, recommender.index, recommender.feature_source, item_clip_embeddings=clip_table)
+    with_clip = Recommender(
+        dataset.items, recommender.index, recommender.feature_source, item_clip_embeddings=clip_table
+    )
     buffer = io.BytesIO()
     images[7].save(buffer, format="PNG")
     result = with_clip.search_by_image(buffer.getvalue(), k=5)
@@ -399,9 +439,11 @@ def test_import_is_cheap_and_never_loads_dagster():
     import subprocess
     import sys
 
-    code = ("import sys, rec_core; heavy = [m for m in ('faiss', 'torch', 'dagster') if m in sys.modules]; "
-            "from rec_core import Recommender, apply_filters; import rec_core.serving, rec_core.index; "
-            "print(heavy, 'dagster' in sys.modules, Recommender.__module__)")
+    code = (
+        "import sys, rec_core; heavy = [m for m in ('faiss', 'torch', 'dagster') if m in sys.modules]; "
+        "from rec_core import Recommender, apply_filters; import rec_core.serving, rec_core.index; "
+        "print(heavy, 'dagster' in sys.modules, Recommender.__module__)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "False", "rec_core.serving"]
 
@@ -423,17 +465,27 @@ def test_serving_assets_materialize_and_agree_with_recommender(tmp_path, served)
     result = dg.materialize(
         dg.load_assets_from_package_module(asset_package),  # upstream tables are read from `root`
         selection=dg.AssetSelection.groups("serving"),
-        resources={**resources_for_profile("local"),  # every resource the package's assets declare
-                   "artifacts": ArtifactStore(root=str(root)), "io_manager": TableIOManager(root=str(root)),
-                   "device": DeviceResource(device="cpu")},
+        resources={
+            **resources_for_profile("local"),  # every resource the package's assets declare
+            "artifacts": ArtifactStore(root=str(root)),
+            "io_manager": TableIOManager(root=str(root)),
+            "device": DeviceResource(device="cpu"),
+        },
         run_config={"ops": {"user_recommendations": {"config": {"k": 5}}}},
     )
     assert result.success
-    metadata = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    metadata = {
+        e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+    }
     assert metadata["item_index"]["index_type"].value == "flat_ip"
     assert metadata["item_index"]["recall_at_10_vs_exact"].value == 1.0
     table = pd.read_parquet(root / "user_recommendations.parquet")
-    assert len(table) == len(dataset.users) and set(table.columns) == {"user_id", "top_k_item_ids", "top_k_scores", "model_version"}
+    assert len(table) == len(dataset.users) and set(table.columns) == {
+        "user_id",
+        "top_k_item_ids",
+        "top_k_scores",
+        "model_version",
+    }
     reloaded = Recommender.load(root)
     for row in table.sample(10, random_state=0).itertuples(index=False):
         _assert_same_list(list(row.top_k_item_ids), row.top_k_scores, reloaded.recommend(row.user_id, k=5))

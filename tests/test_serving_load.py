@@ -69,8 +69,12 @@ def load_root(tmp_path_factory, small_dataset):
     user_a, item_a = _unit(rng, len(user_ids)), _unit(rng, len(item_ids))
     user_b, item_b = _unit(rng, len(user_ids)), _unit(rng, len(item_ids))
     order = rng.permutation(len(item_ids))  # B's rows in another order: a row read against the wrong version shows
-    ivf = ItemIndex.build([item_ids[i] for i in order], item_b[order],
-                          IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200), recall_queries=user_b)
+    ivf = ItemIndex.build(
+        [item_ids[i] for i in order],
+        item_b[order],
+        IndexConfig(exact_max_items=100, target_recall=0.9, recall_queries=200),
+        recall_queries=user_b,
+    )
     assert not ivf.is_exact
     versions = {"A": Version("A", user_a, ItemIndex.build(item_ids, item_a)), "B": Version("B", user_b, ivf)}
     expected = {}
@@ -85,7 +89,7 @@ def load_root(tmp_path_factory, small_dataset):
 
 
 def _p50_p99(latencies_ms: np.ndarray) -> str:
-    return "%.2f/%.2f" % tuple(np.percentile(latencies_ms, [50, 99])) if len(latencies_ms) else "-"
+    return "{:.2f}/{:.2f}".format(*np.percentile(latencies_ms, [50, 99])) if len(latencies_ms) else "-"
 
 
 def version_of(expected, user_id, response):
@@ -156,10 +160,12 @@ def test_threads_serving_through_index_swaps(load_root):
     assert not any(thread.is_alive() for thread in workers + [publisher])
     latencies = np.array([end - start for start, end in spans]) * 1e3  # ms
     during_swap = np.array([any(start < t1 and end > t0 for t0, t1 in swap_spans) for start, end in spans])
-    print(f"\nthreads: {THREADS} x >={REQUESTS_PER_THREAD} requests = {len(spans)} requests, {SWAPS} swaps, "
-          f"errors {len(errors)}, mix-ups {len(mixups)}, answers by version {served}, latency ms p50/p99: "
-          f"all {_p50_p99(latencies)}, overlapping a publish+reload ({during_swap.sum()}) {_p50_p99(latencies[during_swap])}, "
-          f"others {_p50_p99(latencies[~during_swap])}")
+    print(
+        f"\nthreads: {THREADS} x >={REQUESTS_PER_THREAD} requests = {len(spans)} requests, {SWAPS} swaps, "
+        f"errors {len(errors)}, mix-ups {len(mixups)}, answers by version {served}, latency ms p50/p99: "
+        f"all {_p50_p99(latencies)}, overlapping a publish+reload ({during_swap.sum()}) {_p50_p99(latencies[during_swap])}, "
+        f"others {_p50_p99(latencies[~during_swap])}"
+    )
     assert errors == [] and mixups == []
     assert len(spans) >= THREADS * REQUESTS_PER_THREAD and sum(served.values()) == len(spans)
     assert served["A"] > 0 and served["B"] > 0  # requests really were answered on both sides of the swaps
@@ -196,11 +202,27 @@ def _serve_in_process(root, user_ids, expected, worker, ready, published, result
                 mixups += response is not None
             else:
                 served[name] += 1
-        results.put({"worker": worker, "errors": errors, "mixups": mixups, "latencies": latencies, "served": served,
-                     "after_swap": after_swap})
+        results.put(
+            {
+                "worker": worker,
+                "errors": errors,
+                "mixups": mixups,
+                "latencies": latencies,
+                "served": served,
+                "after_swap": after_swap,
+            }
+        )
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
-        results.put({"worker": worker, "errors": [f"process: {exc!r}"], "mixups": 0, "latencies": [],
-                     "served": {}, "after_swap": 0})
+        results.put(
+            {
+                "worker": worker,
+                "errors": [f"process: {exc!r}"],
+                "mixups": 0,
+                "latencies": [],
+                "served": {},
+                "after_swap": 0,
+            }
+        )
 
 
 def test_processes_serving_through_an_index_swap(load_root):
@@ -210,9 +232,12 @@ def test_processes_serving_through_an_index_swap(load_root):
     publish(root, versions["A"], user_ids)
     context = multiprocessing.get_context("spawn")
     ready, results, published = context.Queue(), context.Queue(), context.Event()
-    processes = [context.Process(target=_serve_in_process,
-                                 args=(str(root), user_ids, expected, worker, ready, published, results))
-                 for worker in range(PROCESSES)]
+    processes = [
+        context.Process(
+            target=_serve_in_process, args=(str(root), user_ids, expected, worker, ready, published, results)
+        )
+        for worker in range(PROCESSES)
+    ]
     for process in processes:
         process.start()
     try:
@@ -229,10 +254,12 @@ def test_processes_serving_through_an_index_swap(load_root):
     latencies = np.concatenate([r["latencies"] for r in reports])
     errors = [e for r in reports for e in r["errors"]]
     mixups = sum(r["mixups"] for r in reports)
-    print(f"\nprocesses: {PROCESSES} x >={REQUESTS_PER_PROCESS} requests = {len(latencies)} requests, "
-          f"1 reload each, "
-          f"errors {len(errors)}, mix-ups {mixups}, answers by version {[r['served'] for r in reports]}, "
-          f"latency ms p50/p99 {_p50_p99(latencies * 1e3)}")
+    print(
+        f"\nprocesses: {PROCESSES} x >={REQUESTS_PER_PROCESS} requests = {len(latencies)} requests, "
+        f"1 reload each, "
+        f"errors {len(errors)}, mix-ups {mixups}, answers by version {[r['served'] for r in reports]}, "
+        f"latency ms p50/p99 {_p50_p99(latencies * 1e3)}"
+    )
     assert errors == [] and mixups == 0
     for report in reports:  # A answered every request before the reload, B every one after it
         assert report["after_swap"] == REQUESTS_PER_PROCESS // 2 == report["served"]["B"]

@@ -23,8 +23,16 @@ def _save_tiny_text_model(directory):
     (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=37, max_position_embeddings=128)).save_pretrained(directory)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocabulary),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(directory)
     return directory
 
 

@@ -88,8 +88,16 @@ def test_require_local_and_local_work_dir():
 def test_only_the_storage_module_tells_local_from_object_storage():
     """Every local-versus-object-storage decision goes through a `rec_core.storage` operation."""
     pattern = re.compile(r"""is_remote|_on_object_storage|["']://["']\s+in\b|startswith\(\s*["'](s3|gs|file)://""")
-    sources = [path for folder in ("rec_core", "rec_assets", "feature_repo")
-               for path in sorted((REPO / folder).rglob("*.py")) if path != REPO / "rec_core" / "storage.py"]
-    offenders = [f"{path.relative_to(REPO)}:{number}" for path in sources
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    sources = [
+        path
+        for folder in ("rec_core", "rec_assets", "feature_repo")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if path != REPO / "rec_core" / "storage.py"
+    ]
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sources
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert offenders == []

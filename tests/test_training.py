@@ -114,13 +114,22 @@ def test_text_and_image_inputs_are_optional(small_dataset, splits):
     rng = np.random.default_rng(0)
     items, users = small_dataset.items, small_dataset.users
     vec = lambda n, d: [row.astype(np.float32) for row in rng.normal(size=(n, d))]  # noqa: E731
-    item_text = pd.DataFrame({"item_id": items["item_id"], "name_embedding": vec(len(items), 384),
-                              "description_embedding": vec(len(items), 384)})
+    item_text = pd.DataFrame(
+        {
+            "item_id": items["item_id"],
+            "name_embedding": vec(len(items), 384),
+            "description_embedding": vec(len(items), 384),
+        }
+    )
     user_text = pd.DataFrame({"user_id": users["user_id"], "preferences_embedding": vec(len(users), 384)})
     clip = pd.DataFrame({"item_id": items["item_id"], "clip_embedding": vec(len(items), 32)})
     config = TrainingConfig(max_epochs=1)
     data = prepare_training_data(users, items, splits, item_text, user_text, clip, config)
-    assert (data.preprocessing.item_text_dim, data.preprocessing.user_text_dim, data.preprocessing.item_image_dim) == (768, 384, 32)
+    assert (data.preprocessing.item_text_dim, data.preprocessing.user_text_dim, data.preprocessing.item_image_dim) == (
+        768,
+        384,
+        32,
+    )
     trained = train_two_tower(data, config, progress=False)
     encoder = TwoTowerEncoder(trained.model, trained.preprocessing)
     ids, with_images = encoder.encode_items(items.head(20), item_text, clip)
@@ -182,7 +191,10 @@ def test_opt_in_user_ids_and_history_position_weights_train_and_serve(small_data
     assert int((data.users.id_index > 0).sum()) == data.preprocessing.n_user_ids > 0
     trained = train_two_tower(data, config, progress=False)
     tower = trained.model.user_tower
-    assert tower.user_id_embedding is not None and tower.user_id_embedding.num_embeddings == data.preprocessing.n_user_ids + 1
+    assert (
+        tower.user_id_embedding is not None
+        and tower.user_id_embedding.num_embeddings == data.preprocessing.n_user_ids + 1
+    )
     assert tower.history_position_logit.abs().sum() > 0  # learned away from the plain mean
     encoder = TwoTowerEncoder.load(write_artifact(trained, tmp_path / "model"))
     known = small_dataset.users.head(5)

@@ -19,9 +19,22 @@ from tests.processes import stop_process_group
 pytestmark = pytest.mark.slow
 SMALL_CONFIG = REPO / "configs" / "small.yaml"
 REQUIRED_ASSETS = (
-    "users", "items", "interactions", "interaction_splits", "product_images", "item_text_embeddings",
-    "user_text_embeddings", "item_clip_embeddings", "two_tower_model", "model_evaluation", "item_embeddings",
-    "user_embeddings", "item_index", "user_recommendations", "feast_registry", "feast_online_features",
+    "users",
+    "items",
+    "interactions",
+    "interaction_splits",
+    "product_images",
+    "item_text_embeddings",
+    "user_text_embeddings",
+    "item_clip_embeddings",
+    "two_tower_model",
+    "model_evaluation",
+    "item_embeddings",
+    "user_embeddings",
+    "item_index",
+    "user_recommendations",
+    "feast_registry",
+    "feast_online_features",
 )
 
 
@@ -39,13 +52,22 @@ def webserver(tmp_path_factory):
     config["run_coordinator"] = {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"}
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     artifacts = tmp_path_factory.mktemp("artifacts")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "REC_ARTIFACT_ROOT": str(artifacts),
-           "REC_LANDING_DIR": str(artifacts / "landing"), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "REC_ARTIFACT_ROOT": str(artifacts),
+        "REC_LANDING_DIR": str(artifacts / "landing"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     port = _free_port()
     log = open(home / "webserver.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "rec_assets"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -88,19 +110,34 @@ def test_graphql_launch_materializes_the_graph(webserver):
 
     with DagsterInstance.from_config(str(webserver["home"])) as instance:
         materialized = {k.to_user_string() for k in instance.get_asset_keys()}
-        step_pids = {r.dagster_event.pid for r in instance.all_logs(run_id)
-                     if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_START"}
+        step_pids = {
+            r.dagster_event.pid
+            for r in instance.all_logs(run_id)
+            if r.dagster_event is not None and r.dagster_event.event_type_value == "STEP_START"
+        }
     assert set(REQUIRED_ASSETS) <= materialized, set(REQUIRED_ASSETS) - materialized
     assert len(step_pids) > 1, "steps should run in separate processes"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_chromium_shows_the_asset_graph(webserver, tmp_path):
-    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-               # A tall window: the catalog renders only the rows in view.
-               f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,4000", "--virtual-time-budget=30000",
-               "--dump-dom", f"{webserver['url']}/assets"]
+    command = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        # A tall window: the catalog renders only the rows in view.
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,4000",
+        "--virtual-time-budget=30000",
+        "--dump-dom",
+        f"{webserver['url']}/assets",
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
     missing = [asset for asset in REQUIRED_ASSETS if f">{asset}<" not in dom]
     assert not missing, f"not on the assets page: {missing}"

@@ -5,8 +5,7 @@ path (MovieLens folder, Amazon sales CSV, Amazon review JSON lines, a folder of 
 or any format registered with `rec_core.data.loaders.register_source_format`).
 """
 
-
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -33,44 +32,74 @@ class DatasetConfig(dg.Config):
     seed: int = GeneratorConfig.seed  # synthetic: random seed
     # path source: a MovieLens folder, an Amazon sales CSV, Amazon review JSON lines (a file, or a folder with one
     # reviews file and an optional meta_* file; see rec_core.data.amazon_reviews), or a folder of parquet tables
-    path: Optional[str] = None
+    path: str | None = None
     # auto (detected), movielens, amazon, amazon-reviews, parquet, or a registered format's name
     format: str = "auto"
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(n_users=self.n_users, n_items=self.n_items, n_interactions=self.n_interactions,
-                               seed=self.seed)
+        return GeneratorConfig(
+            n_users=self.n_users, n_items=self.n_items, n_interactions=self.n_interactions, seed=self.seed
+        )
 
 
 @dg.multi_asset(
     outs={
-        "users": dg.AssetOut(group_name="data", code_version=DATA_VERSION, description="Users and their stated preferences."),
+        "users": dg.AssetOut(
+            group_name="data", code_version=DATA_VERSION, description="Users and their stated preferences."
+        ),
         "items": dg.AssetOut(group_name="data", code_version=DATA_VERSION, description="The item catalog."),
-        "source_interactions": dg.AssetOut(group_name="data", code_version=DATA_VERSION,
-                                           description="User-item events as generated or loaded from the source."),
+        "source_interactions": dg.AssetOut(
+            group_name="data",
+            code_version=DATA_VERSION,
+            description="User-item events as generated or loaded from the source.",
+        ),
     },
     can_subset=False,
 )
 def source_tables(config: DatasetConfig, artifacts: ArtifactStore):
     """Generates or loads the three tables together, validated before anything is written
     (`rec_core.data.sources.load_source`); synthetic data's oracle goes to `synthetic_truth/`."""
-    source = load_source(config.source, config.path, config.format, config.generator_config(),
-                         truth_dir=artifacts.path(SYNTHETIC_TRUTH_DIR))
+    source = load_source(
+        config.source,
+        config.path,
+        config.format,
+        config.generator_config(),
+        truth_dir=artifacts.path(SYNTHETIC_TRUTH_DIR),
+    )
     users, items, interactions = source.users, source.items, source.interactions
     match, random_share = preference_match(users, items, interactions)
-    yield dg.Output(users, "users", metadata={
-        "rows": len(users), "source": source.label, "preview": table_preview(users),
-    })
-    yield dg.Output(items, "items", metadata={
-        "rows": len(items), "source": source.label, "preview": table_preview(items),
-        "top_level_categories": counts_table(items["category"].str.split("|").str[0], "category"),
-        "leaf_categories": counts_table(items["category"].str.split("|").str[-1], "leaf"),
-    })
-    yield dg.Output(interactions, "source_interactions", metadata={
-        "rows": len(interactions), "source": source.label, "preview": table_preview(interactions),
-        "interaction_types": counts_table(interactions["interaction_type"], "type"),
-        "preference_match_share": float(match), "preference_match_random_share": float(random_share),
-    })
+    yield dg.Output(
+        users,
+        "users",
+        metadata={
+            "rows": len(users),
+            "source": source.label,
+            "preview": table_preview(users),
+        },
+    )
+    yield dg.Output(
+        items,
+        "items",
+        metadata={
+            "rows": len(items),
+            "source": source.label,
+            "preview": table_preview(items),
+            "top_level_categories": counts_table(items["category"].str.split("|").str[0], "category"),
+            "leaf_categories": counts_table(items["category"].str.split("|").str[-1], "leaf"),
+        },
+    )
+    yield dg.Output(
+        interactions,
+        "source_interactions",
+        metadata={
+            "rows": len(interactions),
+            "source": source.label,
+            "preview": table_preview(interactions),
+            "interaction_types": counts_table(interactions["interaction_type"], "type"),
+            "preference_match_share": float(match),
+            "preference_match_random_share": float(random_share),
+        },
+    )
 
 
 class InteractionsConfig(dg.Config):
@@ -79,19 +108,32 @@ class InteractionsConfig(dg.Config):
     landing_files: list[str] = []
 
 
-@dg.asset(group_name="data", code_version=DATA_VERSION,
-          description="All interactions: the source's plus every ingested landing file, each interaction once.")
-def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig, artifacts: ArtifactStore,
-                 source_interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+@dg.asset(
+    group_name="data",
+    code_version=DATA_VERSION,
+    description="All interactions: the source's plus every ingested landing file, each interaction once.",
+)
+def interactions(
+    context: dg.AssetExecutionContext,
+    config: InteractionsConfig,
+    artifacts: ArtifactStore,
+    source_interactions: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+) -> pd.DataFrame:
     landed_dir = artifacts.path(LANDED_INTERACTIONS_DIR)
     if config.landing_files:
         kept = ingest(config.landing_files, landed_dir)
         context.log.info(f"ingested {len(kept)} landing file(s): {', '.join(config.landing_files)}")
     merged, added = merge_landed(source_interactions, landed_dir, users, items)
-    context.add_output_metadata({
-        "rows": len(merged), "rows_from_landing": added, "landing_files": len(config.landing_files),
-        "preview": table_preview(merged.tail(5)),
-    })
+    context.add_output_metadata(
+        {
+            "rows": len(merged),
+            "rows_from_landing": added,
+            "landing_files": len(config.landing_files),
+            "preview": table_preview(merged.tail(5)),
+        }
+    )
     return merged
 
 
@@ -105,19 +147,30 @@ class SplitConfig(dg.Config):
     validation_fraction: float = 0.1
 
 
-@dg.asset(group_name="data", code_version=DATA_VERSION, description="Interactions with a train/validation/test split column.")
-def interaction_splits(context: dg.AssetExecutionContext, config: SplitConfig, interactions: pd.DataFrame) -> pd.DataFrame:
-    splits = split_interactions(interactions, method=config.method, seed=config.seed,
-                                test_fraction=config.test_fraction, validation_fraction=config.validation_fraction)
+@dg.asset(
+    group_name="data", code_version=DATA_VERSION, description="Interactions with a train/validation/test split column."
+)
+def interaction_splits(
+    context: dg.AssetExecutionContext, config: SplitConfig, interactions: pd.DataFrame
+) -> pd.DataFrame:
+    splits = split_interactions(
+        interactions,
+        method=config.method,
+        seed=config.seed,
+        test_fraction=config.test_fraction,
+        validation_fraction=config.validation_fraction,
+    )
     counts = splits["split"].value_counts()
     held_out_users = splits.loc[splits["split"] == "test", "user_id"].nunique()
-    context.add_output_metadata({
-        "method": config.method,
-        "train_rows": int(counts.get("train", 0)),
-        "validation_rows": int(counts.get("validation", 0)),
-        "test_rows": int(counts.get("test", 0)),
-        "users_with_test_items": int(held_out_users),
-    })
+    context.add_output_metadata(
+        {
+            "method": config.method,
+            "train_rows": int(counts.get("train", 0)),
+            "validation_rows": int(counts.get("validation", 0)),
+            "test_rows": int(counts.get("test", 0)),
+            "users_with_test_items": int(held_out_users),
+        }
+    )
     return splits
 
 
@@ -125,8 +178,9 @@ def _schema_check(kind: str, frame: pd.DataFrame) -> dg.AssetCheckResult:
     try:
         conform(frame, kind, f"stored {kind}")
     except DataValidationError as exc:
-        return dg.AssetCheckResult(passed=False, metadata={"column": exc.column or "", "bad_rows": exc.bad_rows,
-                                                           "problem": exc.problem})
+        return dg.AssetCheckResult(
+            passed=False, metadata={"column": exc.column or "", "bad_rows": exc.bad_rows, "problem": exc.problem}
+        )
     return dg.AssetCheckResult(passed=True, metadata={"rows": len(frame)})
 
 
@@ -145,10 +199,14 @@ def interactions_schema(interactions: pd.DataFrame) -> dg.AssetCheckResult:
     return _schema_check("interactions", interactions)
 
 
-@dg.asset_check(asset="interactions", additional_ins={"users": dg.AssetIn("users"), "items": dg.AssetIn("items")},
-                description="Every interaction names a known user and a known item.")
-def interactions_reference_known_entities(interactions: pd.DataFrame, users: pd.DataFrame,
-                                          items: pd.DataFrame) -> dg.AssetCheckResult:
+@dg.asset_check(
+    asset="interactions",
+    additional_ins={"users": dg.AssetIn("users"), "items": dg.AssetIn("items")},
+    description="Every interaction names a known user and a known item.",
+)
+def interactions_reference_known_entities(
+    interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+) -> dg.AssetCheckResult:
     try:
         check_references(interactions, users, items, "stored interactions")
     except DataValidationError as exc:
@@ -156,9 +214,13 @@ def interactions_reference_known_entities(interactions: pd.DataFrame, users: pd.
     return dg.AssetCheckResult(passed=True)
 
 
-@dg.asset_check(asset="interaction_splits", additional_ins={"interactions": dg.AssetIn("interactions")},
-                description="Train and test are present and every interaction is in exactly one split.")
+@dg.asset_check(
+    asset="interaction_splits",
+    additional_ins={"interactions": dg.AssetIn("interactions")},
+    description="Train and test are present and every interaction is in exactly one split.",
+)
 def splits_complete(interaction_splits: pd.DataFrame, interactions: pd.DataFrame) -> dg.AssetCheckResult:
     coverage = split_coverage(interaction_splits, interactions)
-    return dg.AssetCheckResult(passed=coverage.pop("complete"),
-                               metadata={**coverage, "splits": ", ".join(coverage["splits"])})
+    return dg.AssetCheckResult(
+        passed=coverage.pop("complete"), metadata={**coverage, "splits": ", ".join(coverage["splits"])}
+    )

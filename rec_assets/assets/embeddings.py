@@ -29,10 +29,16 @@ from rec_core.embeddings import (
 from rec_core.encoders import ClipUnavailableError
 from rec_core.progress import Progress
 
-
 DISABLED_CLIP_TABLE = pa.table(
-    {name: pa.array([], type) for name, type in [("item_id", pa.string()), ("clip_embedding", pa.list_(pa.float32())),
-                                                  (MODEL_ID, pa.string()), (INPUT_HASH, pa.string())]}
+    {
+        name: pa.array([], type)
+        for name, type in [
+            ("item_id", pa.string()),
+            ("clip_embedding", pa.list_(pa.float32())),
+            (MODEL_ID, pa.string()),
+            (INPUT_HASH, pa.string()),
+        ]
+    }
 )
 """What `item_clip_embeddings` stores when CLIP is disabled: no rows, the usual columns."""
 
@@ -53,8 +59,9 @@ def _metadata(update: EmbeddingUpdate, model_id: str) -> dict:
 def _checkpoint(artifacts: ArtifactStore, table_name: str, chunk_rows: int = Checkpoint.chunk_rows) -> Checkpoint:
     """Encoding progress is saved while running; TableIOManager clears it once the table is written,
     so a kill between encoding and writing still keeps the work."""
-    return Checkpoint(checkpoint_directory(artifacts.resolved_root(), table_name), chunk_rows=chunk_rows,
-                      clear_when_done=False)
+    return Checkpoint(
+        checkpoint_directory(artifacts.resolved_root(), table_name), chunk_rows=chunk_rows, clear_when_done=False
+    )
 
 
 CLIP_CHUNK_ROWS = 256
@@ -70,7 +77,10 @@ chunk takes about 10-30 s there; the text tables keep `Checkpoint.chunk_rows`.""
 )
 def item_text_embeddings(
     context: dg.AssetExecutionContext,
-    items: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
+    items: pd.DataFrame,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+    text_encoder: TextEncoderResource,
 ) -> dg.Output:
     encoder = text_encoder.build(device.torch_device())
     update = text_embeddings(
@@ -95,7 +105,10 @@ def item_text_embeddings(
 )
 def user_text_embeddings(
     context: dg.AssetExecutionContext,
-    users: pd.DataFrame, artifacts: ArtifactStore, device: DeviceResource, text_encoder: TextEncoderResource
+    users: pd.DataFrame,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+    text_encoder: TextEncoderResource,
 ) -> dg.Output:
     encoder = text_encoder.build(device.torch_device())
     sentences = users["preferences"].map(preference_sentence)
@@ -110,7 +123,8 @@ def user_text_embeddings(
     )
     table = embedding_table(update.table, ["preferences_embedding"], update.dimension)
     return dg.Output(
-        table, metadata={**_metadata(update, encoder.model_id), "users_without_preferences": float((sentences == "").sum())}
+        table,
+        metadata={**_metadata(update, encoder.model_id), "users_without_preferences": float((sentences == "").sum())},
     )
 
 
@@ -135,8 +149,13 @@ def item_clip_embeddings(
         context.log.warning(f"{exc}. {exc.how_to_enable}")
         return dg.Output(
             DISABLED_CLIP_TABLE,
-            metadata={"status": "disabled", "reason": str(exc), "how_to_enable": exc.how_to_enable, "model_id": model,
-                      "rows": 0.0},
+            metadata={
+                "status": "disabled",
+                "reason": str(exc),
+                "how_to_enable": exc.how_to_enable,
+                "model_id": model,
+                "rows": 0.0,
+            },
         )
     update = image_embeddings(
         "item_id",
@@ -152,11 +171,15 @@ def item_clip_embeddings(
     return dg.Output(table, metadata={**_metadata(update, encoder.model_id), "status": "enabled"})
 
 
-@dg.asset_check(asset=item_text_embeddings, additional_ins={"items": dg.AssetIn("items")},
-                description="One row per item; every vector finite and of unit length (or zero for an empty text).")
+@dg.asset_check(
+    asset=item_text_embeddings,
+    additional_ins={"items": dg.AssetIn("items")},
+    description="One row per item; every vector finite and of unit length (or zero for an empty text).",
+)
 def item_text_embeddings_cover_items(items: pd.DataFrame, item_text_embeddings: pd.DataFrame) -> dg.AssetCheckResult:
-    counts = embedding_coverage(items["item_id"], item_text_embeddings, "item_id",
-                                ("name_embedding", "description_embedding"))
+    counts = embedding_coverage(
+        items["item_id"], item_text_embeddings, "item_id", ("name_embedding", "description_embedding")
+    )
     missing = counts.pop("missing")
     return dg.AssetCheckResult(
         passed=missing == 0 and not any(counts.values()),

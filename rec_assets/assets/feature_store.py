@@ -8,7 +8,7 @@ resource: embedded SQLite under `<artifact root>/feature_store/` by default, Pos
 """
 
 import contextlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -41,14 +41,16 @@ def feast_registry(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.Ma
     store = feast.store(artifacts)
     definitions = feast_lib.load_definitions(feast.repo_path or None, artifacts.resolved_root())
     report = feast_lib.apply_definitions(store, definitions)
-    return dg.MaterializeResult(metadata={
-        "added": float(report.count("added")),
-        "changed": float(report.count("changed")),
-        "removed": float(report.count("removed")),
-        "unchanged": float(report.unchanged),
-        "changes": dg.MetadataValue.md(report.to_markdown()),
-        "profile": store.config.online_store.type,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "added": float(report.count("added")),
+            "changed": float(report.count("changed")),
+            "removed": float(report.count("removed")),
+            "unchanged": float(report.unchanged),
+            "changes": dg.MetadataValue.md(report.to_markdown()),
+            "profile": store.config.online_store.type,
+        }
+    )
 
 
 @dg.asset(
@@ -59,23 +61,26 @@ def feast_registry(feast: FeastStoreResource, artifacts: ArtifactStore) -> dg.Ma
     # The offline sources are the upstream parquet files themselves, so they are dependencies, not loaded inputs.
     deps=[*dict.fromkeys(view.upstream for view in feast_lib.views.ALL_VIEWS), feast_registry],
     description="The online store filled: user and item features materialized, embeddings, recommendations "
-                "and interaction histories pushed.",
+    "and interaction histories pushed.",
 )
-def feast_online_features(context: dg.AssetExecutionContext, feast: FeastStoreResource,
-                          artifacts: ArtifactStore) -> dg.MaterializeResult:
+def feast_online_features(
+    context: dg.AssetExecutionContext, feast: FeastStoreResource, artifacts: ArtifactStore
+) -> dg.MaterializeResult:
     store = feast.store(artifacts)
     root = artifacts.resolved_root()
-    snapshot = datetime.now(timezone.utc)
+    snapshot = datetime.now(UTC)
     with _no_retry_on_bad_input():
         tables = feast_lib.read_upstream_tables(root)
         frames = feast_lib.write_feast_sources(root, tables, snapshot)
     load = feast_lib.load_online(store, frames, snapshot, Progress("feast_online_features", context.log.info))
-    return dg.MaterializeResult(metadata={
-        "materialized_rows": float(load.materialized_rows),
-        "pushed_rows": float(load.pushed_rows),
-        "materialize_seconds": float(load.materialize_seconds),
-        "push_seconds": float(load.push_seconds),
-        "rows_per_s": float(load.rows_per_s),
-        "rows_per_view": dg.MetadataValue.md(load.to_markdown()),
-        "online_store": store.config.online_store.type,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "materialized_rows": float(load.materialized_rows),
+            "pushed_rows": float(load.pushed_rows),
+            "materialize_seconds": float(load.materialize_seconds),
+            "push_seconds": float(load.push_seconds),
+            "rows_per_s": float(load.rows_per_s),
+            "rows_per_view": dg.MetadataValue.md(load.to_markdown()),
+            "online_store": store.config.online_store.type,
+        }
+    )

@@ -17,7 +17,9 @@ class ProductImagesConfig(dg.Config):
 
     backend: str = ImageGenerationConfig.backend  # placeholder (offline card) or diffusers (text-to-image model)
     model: str = ImageGenerationConfig.model  # diffusers: hub id (from the local cache) or a local directory
-    image_size: int = ImageGenerationConfig.image_size  # square side in pixels; 0: 256 for placeholder, 512 for diffusers
+    image_size: int = (
+        ImageGenerationConfig.image_size
+    )  # square side in pixels; 0: 256 for placeholder, 512 for diffusers
     steps: int = ImageGenerationConfig.steps  # diffusers denoising steps
     guidance_scale: float = ImageGenerationConfig.guidance_scale  # diffusers classifier-free guidance
     batch_size: int = ImageGenerationConfig.batch_size  # diffusers prompts per forward pass
@@ -27,9 +29,16 @@ class ProductImagesConfig(dg.Config):
 
     def generation_config(self, device: str) -> ImageGenerationConfig:
         return ImageGenerationConfig(
-            backend=self.backend, model=self.model, image_size=self.image_size, steps=self.steps,
-            guidance_scale=self.guidance_scale, batch_size=self.batch_size, seed=self.seed,
-            replace_placeholders=self.replace_placeholders, device=device)
+            backend=self.backend,
+            model=self.model,
+            image_size=self.image_size,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            replace_placeholders=self.replace_placeholders,
+            device=device,
+        )
 
 
 @dg.asset(
@@ -48,8 +57,9 @@ def product_images(
 ) -> dg.Output[pd.DataFrame]:
     output_dir = artifacts.path(PRODUCT_IMAGES_DIR)
     generation = config.generation_config(device.torch_device() if config.backend == "diffusers" else "cpu")
-    report = generate_images(items, output_dir, generation,
-                             progress=Progress("product_images", context.log.info, unit="images"))
+    report = generate_images(
+        items, output_dir, generation, progress=Progress("product_images", context.log.info, unit="images")
+    )
     context.log.info(f"{len(report.generated)} images drawn with {config.backend}, {report.existing} already present")
     inventory = image_inventory(items["item_id"], output_dir, {i: report.backend for i in report.generated})
     return dg.Output(

@@ -9,8 +9,6 @@ full comparison: popularity, EASE, ALS and, for synthetic data, the generator's 
 the gate's scores of the model (`rec_core.model_evaluation`). Each body is one library call.
 """
 
-from typing import Optional
-
 import dagster as dg
 import pandas as pd
 
@@ -37,14 +35,20 @@ class TwoTowerTrainingConfig(dg.Config):
     """Hyper-parameters of a training run. Every default is read from the library's dataclasses
     (`TrainingConfig`, `TwoTowerConfig`, `PreprocessingConfig`, `TuningConfig`), so the two cannot drift."""
 
-    max_epochs: int = TrainingConfig.max_epochs  # upper bound; early stopping on validation recall@10 usually ends sooner
+    max_epochs: int = (
+        TrainingConfig.max_epochs
+    )  # upper bound; early stopping on validation recall@10 usually ends sooner
     batch_size: int = TrainingConfig.batch_size  # also the number of in-batch negatives
     learning_rate: float = TrainingConfig.learning_rate
     weight_decay: float = TrainingConfig.weight_decay
     temperature: float = TrainingConfig.temperature
-    logq_correction: float = TrainingConfig.logq_correction  # 0 disables the popularity correction of in-batch negatives
+    logq_correction: float = (
+        TrainingConfig.logq_correction
+    )  # 0 disables the popularity correction of in-batch negatives
     uniform_negatives: int = TrainingConfig.uniform_negatives  # extra uniformly drawn negatives per batch
-    recency_weight: Optional[float] = TrainingConfig.recency_weight  # None: automatic (recent examples count more on a time split)
+    recency_weight: float | None = (
+        TrainingConfig.recency_weight
+    )  # None: automatic (recent examples count more on a time split)
     history_dropout: float = TrainingConfig.history_dropout
     patience: int = TrainingConfig.patience
     seed: int = TrainingConfig.seed
@@ -53,24 +57,40 @@ class TwoTowerTrainingConfig(dg.Config):
     id_dim: int = TwoTowerConfig.id_dim
     hidden_layers: int = TwoTowerConfig.hidden_layers
     dropout: float = TwoTowerConfig.dropout
-    use_item_id: bool = TwoTowerConfig.use_item_id  # False: content-only item tower (cold-start items ranked like warm ones)
+    use_item_id: bool = (
+        TwoTowerConfig.use_item_id
+    )  # False: content-only item tower (cold-start items ranked like warm ones)
     use_user_id: bool = TwoTowerConfig.use_user_id  # False: users are their features and history only
     history_position_weights: bool = TwoTowerConfig.history_position_weights
     max_history: int = PreprocessingConfig.max_history  # recent positive interactions summarised per user
     use_text: bool = True  # feed item and user text embeddings when present
     use_images: bool = True  # feed CLIP image embeddings when present (empty table = CLIP disabled)
     tuning_trials: int = TuningConfig.trials  # validation-split search trials, the first being this config (1 = none)
-    tuning_timeout_s: Optional[float] = TuningConfig.timeout_s  # no new trial starts after this (None = no limit)
+    tuning_timeout_s: float | None = TuningConfig.timeout_s  # no new trial starts after this (None = no limit)
 
     def training_config(self) -> TrainingConfig:
         return TrainingConfig(
-            max_epochs=self.max_epochs, batch_size=self.batch_size, learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay, temperature=self.temperature, logq_correction=self.logq_correction,
-            uniform_negatives=self.uniform_negatives, recency_weight=self.recency_weight,
-            history_dropout=self.history_dropout, patience=self.patience, seed=self.seed, processes=self.processes,
-            model=TwoTowerConfig(embedding_dim=self.embedding_dim, id_dim=self.id_dim, hidden_layers=self.hidden_layers,
-                                 dropout=self.dropout, use_item_id=self.use_item_id, use_user_id=self.use_user_id,
-                                 history_position_weights=self.history_position_weights),
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            temperature=self.temperature,
+            logq_correction=self.logq_correction,
+            uniform_negatives=self.uniform_negatives,
+            recency_weight=self.recency_weight,
+            history_dropout=self.history_dropout,
+            patience=self.patience,
+            seed=self.seed,
+            processes=self.processes,
+            model=TwoTowerConfig(
+                embedding_dim=self.embedding_dim,
+                id_dim=self.id_dim,
+                hidden_layers=self.hidden_layers,
+                dropout=self.dropout,
+                use_item_id=self.use_item_id,
+                use_user_id=self.use_user_id,
+                history_position_weights=self.history_position_weights,
+            ),
             preprocessing=PreprocessingConfig(max_history=self.max_history),
         )
 
@@ -107,8 +127,14 @@ def _tuning_plot(trials: list[dict]) -> dg.MetadataValue:
         shown = [t for t in trials if t["state"] == state]
         axis.scatter([t["trial"] for t in shown], [t["validation_recall"] for t in shown], marker=marker, label=state)
     best = [t for t in trials if t["best"]]
-    axis.scatter([t["trial"] for t in best], [t["validation_recall"] for t in best], s=160, facecolors="none",
-                 edgecolors="tab:red", label="chosen")
+    axis.scatter(
+        [t["trial"] for t in best],
+        [t["validation_recall"] for t in best],
+        s=160,
+        facecolors="none",
+        edgecolors="tab:red",
+        label="chosen",
+    )
     axis.set(title="search: validation recall@10 by trial", xlabel="trial (0 = configured defaults)")
     axis.legend()
     figure.tight_layout()
@@ -124,22 +150,35 @@ def _tuning_plot(trials: list[dict]) -> dg.MetadataValue:
     description="The trained two-tower: safetensors weights, model and preprocessing config as JSON, validation metrics.",
     **GPU_ASSET_KWARGS,
 )
-def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerTrainingConfig, artifacts: ArtifactStore,
-                    device: DeviceResource, **tables: pd.DataFrame) -> dg.MaterializeResult:
+def two_tower_model(
+    context: dg.AssetExecutionContext,
+    config: TwoTowerTrainingConfig,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+    **tables: pd.DataFrame,
+) -> dg.MaterializeResult:
     configure_torch_threads()
     torch_device = device.torch_device()
     data = DataBundle(**tables).with_inputs(text=config.use_text, images=config.use_images)
-    run = train_and_write(data, artifacts.resolved_root(), config.training_config(), config.tuning_config(),
-                          device=torch_device, progress=context.log.info)
-    return dg.MaterializeResult(metadata={
-        **run.metrics,
-        "device": torch_device,
-        "path": dg.MetadataValue.path(str(run.model_dir)),
-        "training_curve": _training_plot(run.search.trained.history),
-        "tuning_trials_table": dg.MetadataValue.md(trials_table(run.search.trials)),
-        "tuning_plot": _tuning_plot(run.search.trials),
-        "config": dg.MetadataValue.json(run.search.config.to_dict()),
-    })
+    run = train_and_write(
+        data,
+        artifacts.resolved_root(),
+        config.training_config(),
+        config.tuning_config(),
+        device=torch_device,
+        progress=context.log.info,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **run.metrics,
+            "device": torch_device,
+            "path": dg.MetadataValue.path(str(run.model_dir)),
+            "training_curve": _training_plot(run.search.trained.history),
+            "tuning_trials_table": dg.MetadataValue.md(trials_table(run.search.trials)),
+            "tuning_plot": _tuning_plot(run.search.trials),
+            "config": dg.MetadataValue.json(run.search.config.to_dict()),
+        }
+    )
 
 
 @dg.asset_check(
@@ -148,18 +187,27 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerTrainingC
     additional_ins=DATA_BUNDLE_INS,
     description="Blocking release gate: the model's test recall@10 must be above popularity's.",
 )
-def two_tower_beats_popularity(artifacts: ArtifactStore, users: pd.DataFrame, items: pd.DataFrame,
-                               interaction_splits: pd.DataFrame, item_text_embeddings: pd.DataFrame,
-                               user_text_embeddings: pd.DataFrame, item_clip_embeddings: pd.DataFrame
-                               ) -> dg.AssetCheckResult:
+def two_tower_beats_popularity(
+    artifacts: ArtifactStore,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    interaction_splits: pd.DataFrame,
+    item_text_embeddings: pd.DataFrame,
+    user_text_embeddings: pd.DataFrame,
+    item_clip_embeddings: pd.DataFrame,
+) -> dg.AssetCheckResult:
     configure_torch_threads()
-    gate = run_release_gate(artifacts.resolved_root(), DataBundle(
-        users, items, interaction_splits, item_text_embeddings, user_text_embeddings, item_clip_embeddings))
+    gate = run_release_gate(
+        artifacts.resolved_root(),
+        DataBundle(users, items, interaction_splits, item_text_embeddings, user_text_embeddings, item_clip_embeddings),
+    )
     return dg.AssetCheckResult(
         passed=bool(gate["passed"]),
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"two_tower_recall_at_10": gate["two_tower_recall_at_10"],
-                  "popularity_recall_at_10": gate["popularity_recall_at_10"]},
+        metadata={
+            "two_tower_recall_at_10": gate["two_tower_recall_at_10"],
+            "popularity_recall_at_10": gate["popularity_recall_at_10"],
+        },
     )
 
 
@@ -169,18 +217,26 @@ def two_tower_beats_popularity(artifacts: ArtifactStore, users: pd.DataFrame, it
     ins=DATA_BUNDLE_INS,
     deps=[two_tower_model],
     description="Test-split recall@10, NDCG@10 and coverage of the two-tower against popularity, EASE, tuned ALS and "
-                "(synthetic) the oracle.",
+    "(synthetic) the oracle.",
 )
-def model_evaluation(context: dg.AssetExecutionContext, artifacts: ArtifactStore,
-                     **tables: pd.DataFrame) -> dg.MaterializeResult:
+def model_evaluation(
+    context: dg.AssetExecutionContext, artifacts: ArtifactStore, **tables: pd.DataFrame
+) -> dg.MaterializeResult:
     configure_torch_threads()
-    results = evaluate_stored_model(artifacts.resolved_root(), DataBundle(**tables),
-                                    progress=Progress("model_evaluation", context.log.info))
+    results = evaluate_stored_model(
+        artifacts.resolved_root(), DataBundle(**tables), progress=Progress("model_evaluation", context.log.info)
+    )
     context.log.info("test recall@10: " + ", ".join(f"{name} {m['recall_at_10']:.4f}" for name, m in results.items()))
-    flat = {f"{model}_{metric}": float(value) for model, values in results.items() for metric, value in values.items()
-            if metric != "evaluated_users" and isinstance(value, (int, float))}  # reasons (text) stay in metrics.json
-    return dg.MaterializeResult(metadata={
-        **flat,
-        "evaluated_users": float(results["two_tower"]["evaluated_users"]),
-        "baselines": dg.MetadataValue.md(baseline_table(results)),
-    })
+    flat = {
+        f"{model}_{metric}": float(value)
+        for model, values in results.items()
+        for metric, value in values.items()
+        if metric != "evaluated_users" and isinstance(value, (int, float))
+    }  # reasons (text) stay in metrics.json
+    return dg.MaterializeResult(
+        metadata={
+            **flat,
+            "evaluated_users": float(results["two_tower"]["evaluated_users"]),
+            "baselines": dg.MetadataValue.md(baseline_table(results)),
+        }
+    )

@@ -9,8 +9,6 @@ earlier release. Both record the served release and the release history as `serv
 metadata, so the UI shows what is served and what came before.
 """
 
-from typing import Optional
-
 import dagster as dg
 
 from rec_assets.resources import ArtifactStore
@@ -31,9 +29,12 @@ def release_metadata(root: str, manifest: dict) -> dict:
     history = releases.list_releases(root)
     rows = ["| | release | created | model | index build | activation |", "|---|---|---|---|---|---|"]
     current = releases.current_release(root) or {}
-    rows += [f"| {'**serving**' if m['current'] else ''} | `{m['release_id']}` | {m['created_at'][:19]} | "
-             f"`{m['model_version']}` | `{m['index_build_id'][:12]}` | "
-             f"{current.get('activation', '') if m['current'] else ''} |" for m in reversed(history)]
+    rows += [
+        f"| {'**serving**' if m['current'] else ''} | `{m['release_id']}` | {m['created_at'][:19]} | "
+        f"`{m['model_version']}` | `{m['index_build_id'][:12]}` | "
+        f"{current.get('activation', '') if m['current'] else ''} |"
+        for m in reversed(history)
+    ]
     return {
         "release_id": manifest["release_id"],
         "model_version": manifest["model_version"],
@@ -53,15 +54,26 @@ def _gate_verdict(instance: dg.DagsterInstance) -> dict:
     """
     model = instance.get_latest_materialization_event(MODEL)
     history = instance.event_log_storage.get_asset_check_execution_history(GATE, limit=50)
-    evaluations = [r.event.asset_check_evaluation for r in history
-                   if model is not None and r.run_id == model.run_id and r.event is not None
-                   and r.event.asset_check_evaluation is not None]
+    evaluations = [
+        r.event.asset_check_evaluation
+        for r in history
+        if model is not None
+        and r.run_id == model.run_id
+        and r.event is not None
+        and r.event.asset_check_evaluation is not None
+    ]
     if not evaluations:
-        raise dg.Failure(description="the latest two_tower_model has no evaluation of the release gate "
-                         "two_tower_beats_popularity; materialize two_tower_model with its check", allow_retries=False)
+        raise dg.Failure(
+            description="the latest two_tower_model has no evaluation of the release gate "
+            "two_tower_beats_popularity; materialize two_tower_model with its check",
+            allow_retries=False,
+        )
     if not evaluations[0].passed:
-        raise dg.Failure(description="the latest two_tower_model failed the release gate two_tower_beats_popularity; "
-                         "the current release keeps serving", allow_retries=False)
+        raise dg.Failure(
+            description="the latest two_tower_model failed the release gate two_tower_beats_popularity; "
+            "the current release keeps serving",
+            allow_retries=False,
+        )
     return {name: value.value for name, value in evaluations[0].metadata.items()}
 
 
@@ -72,8 +84,9 @@ def _gate_verdict(instance: dg.DagsterInstance) -> dict:
     description="The served release: a manifest naming one consistent set (model, index build, embedding tables, "
     "items snapshot, code versions), published only for a model that passed two_tower_beats_popularity.",
 )
-def serving_release(context: dg.AssetExecutionContext, config: ServingReleaseConfig,
-                    artifacts: ArtifactStore) -> dg.MaterializeResult:
+def serving_release(
+    context: dg.AssetExecutionContext, config: ServingReleaseConfig, artifacts: ArtifactStore
+) -> dg.MaterializeResult:
     gate = _gate_verdict(context.instance)
     code_versions = {}
     for name in RELEASED_ASSETS:
@@ -81,17 +94,19 @@ def serving_release(context: dg.AssetExecutionContext, config: ServingReleaseCon
         code_versions[name] = (event.tags or {}).get("dagster/code_version", "") if event else ""
     root = artifacts.resolved_root()
     try:
-        manifest = releases.publish_release(root, code_versions, {"gate": gate, "dagster_run_id": context.run.run_id},
-                                            keep=config.keep)
+        manifest = releases.publish_release(
+            root, code_versions, {"gate": gate, "dagster_run_id": context.run.run_id}, keep=config.keep
+        )
     except releases.ReleaseError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     context.log.info(f"serving release {manifest['release_id']}: model {manifest['model_version']}")
-    return dg.MaterializeResult(metadata=release_metadata(root, manifest),
-                                data_version=dg.DataVersion(manifest["release_id"]))
+    return dg.MaterializeResult(
+        metadata=release_metadata(root, manifest), data_version=dg.DataVersion(manifest["release_id"])
+    )
 
 
 class RollbackConfig(dg.Config):
-    release_id: Optional[str] = None  # None: the release created just before the one being served
+    release_id: str | None = None  # None: the release created just before the one being served
 
 
 @dg.op(out=dg.Out(dg.Nothing), description="Points serving at an earlier release and records it on serving_release.")

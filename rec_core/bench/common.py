@@ -6,7 +6,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def timed_runs(fn: Callable[[], object], repeats: int) -> list[float]:

@@ -22,7 +22,9 @@ def run(argv: list[str]) -> dict[str, float]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    config = GeneratorConfig(n_users=args.n_users, n_items=args.n_items, n_interactions=args.n_interactions, seed=args.seed)
+    config = GeneratorConfig(
+        n_users=args.n_users, n_items=args.n_items, n_interactions=args.n_interactions, seed=args.seed
+    )
     result = {}
     times = timed_runs(lambda: result.setdefault("last", generate_dataset(config)), 1)
     times += timed_runs(lambda: generate_dataset(config), args.repeats - 1)

@@ -35,7 +35,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=1000, help="synthetic items whose texts are encoded")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (medians reported)")
     parser.add_argument("--chunk", type=int, default=250, help="texts per interleaved throughput measurement")
-    parser.add_argument("--changed-fraction", type=float, default=0.01, help="share of items changed before re-materializing")
+    parser.add_argument(
+        "--changed-fraction", type=float, default=0.01, help="share of items changed before re-materializing"
+    )
     parser.add_argument("--images", type=int, default=300, help="placeholder images drawn per timed run")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
@@ -70,8 +72,13 @@ def run(argv: list[str]) -> dict[str, float]:
     for _ in tqdm(range(args.repeats), desc="text throughput", unit="round"):
         round_s = {"raw": 0.0, "ours": 0.0}
         for index, chunk in enumerate(chunks):
-            variants = [("raw", lambda: raw.encode(chunk, normalize_embeddings=True)), ("ours", lambda: encoder.encode(chunk))]
-            chunk_s = {name: timed_runs(encode, 1)[0] for name, encode in (variants if index % 2 == 0 else variants[::-1])}
+            variants = [
+                ("raw", lambda chunk=chunk: raw.encode(chunk, normalize_embeddings=True)),
+                ("ours", lambda chunk=chunk: encoder.encode(chunk)),
+            ]
+            chunk_s = {
+                name: timed_runs(encode, 1)[0] for name, encode in (variants if index % 2 == 0 else variants[::-1])
+            }
             paired_ratios.append(chunk_s["raw"] / chunk_s["ours"])
             for name, seconds in chunk_s.items():
                 round_s[name] += seconds
@@ -84,8 +91,9 @@ def run(argv: list[str]) -> dict[str, float]:
         checkpoint = Checkpoint(Path(tmp) / "checkpoints")  # the assets' defaults
 
         def full(checkpointed: bool = True) -> None:
-            update = text_embeddings("item_id", items["item_id"], texts, encoder,
-                                     checkpoint=checkpoint if checkpointed else None)
+            update = text_embeddings(
+                "item_id", items["item_id"], texts, encoder, checkpoint=checkpoint if checkpointed else None
+            )
             storage.write_parquet(embedding_table(update.table, list(texts), update.dimension), full_path)
 
         rng = np.random.default_rng(args.seed)
@@ -96,8 +104,9 @@ def run(argv: list[str]) -> dict[str, float]:
         encoded_counts = []
 
         def incremental() -> None:
-            update = text_embeddings("item_id", items["item_id"], edited, encoder, previous=read_previous(full_path),
-                                     checkpoint=checkpoint)
+            update = text_embeddings(
+                "item_id", items["item_id"], edited, encoder, previous=read_previous(full_path), checkpoint=checkpoint
+            )
             storage.write_parquet(embedding_table(update.table, list(edited), update.dimension), incremental_path)
             encoded_counts.append(update.encoded)
 

@@ -16,7 +16,7 @@ import argparse
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +46,9 @@ def _tables(opts: argparse.Namespace) -> dict[str, pd.DataFrame]:
     """Synthetic users, items and interactions plus random vectors in the upstream assets' shapes."""
     from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
 
-    data = generate_dataset(GeneratorConfig(n_users=opts.users, n_items=opts.items,
-                                            n_interactions=opts.interactions, seed=opts.seed))
+    data = generate_dataset(
+        GeneratorConfig(n_users=opts.users, n_items=opts.items, n_interactions=opts.interactions, seed=opts.seed)
+    )
     rng = np.random.default_rng(opts.seed)
     user_ids, item_ids = list(data.users.user_id), list(data.items.item_id)
 
@@ -55,17 +56,29 @@ def _tables(opts: argparse.Namespace) -> dict[str, pd.DataFrame]:
         return list(rng.standard_normal((n, dim)).astype(np.float32))
 
     return {
-        "users": data.users, "items": data.items, "interactions": data.interactions,
-        "item_text_embeddings": pd.DataFrame({"item_id": item_ids, "name_embedding": vectors(len(item_ids), opts.text_dim),
-                                              "description_embedding": vectors(len(item_ids), opts.text_dim)}),
-        "user_text_embeddings": pd.DataFrame({"user_id": user_ids,
-                                              "preferences_embedding": vectors(len(user_ids), opts.text_dim)}),
+        "users": data.users,
+        "items": data.items,
+        "interactions": data.interactions,
+        "item_text_embeddings": pd.DataFrame(
+            {
+                "item_id": item_ids,
+                "name_embedding": vectors(len(item_ids), opts.text_dim),
+                "description_embedding": vectors(len(item_ids), opts.text_dim),
+            }
+        ),
+        "user_text_embeddings": pd.DataFrame(
+            {"user_id": user_ids, "preferences_embedding": vectors(len(user_ids), opts.text_dim)}
+        ),
         "item_clip_embeddings": pd.DataFrame({"item_id": pd.Series([], dtype=str), "clip_embedding": []}),
         "item_embeddings": pd.DataFrame({"item_id": item_ids, "embedding": vectors(len(item_ids), opts.tower_dim)}),
         "user_embeddings": pd.DataFrame({"user_id": user_ids, "embedding": vectors(len(user_ids), opts.tower_dim)}),
-        "user_recommendations": pd.DataFrame({
-            "user_id": user_ids, "top_k_item_ids": [list(rng.choice(item_ids, 20, replace=False)) for _ in user_ids],
-            "top_k_scores": vectors(len(user_ids), 20)}),
+        "user_recommendations": pd.DataFrame(
+            {
+                "user_id": user_ids,
+                "top_k_item_ids": [list(rng.choice(item_ids, 20, replace=False)) for _ in user_ids],
+                "top_k_scores": vectors(len(user_ids), 20),
+            }
+        ),
     }
 
 
@@ -84,7 +97,7 @@ def _measure(store, name: str, root: Path, tables: dict, opts: argparse.Namespac
     from rec_core import feature_store as fs
 
     fs.apply_definitions(store, fs.load_definitions(artifact_root=str(root)))
-    snapshot = datetime.now(timezone.utc)
+    snapshot = datetime.now(UTC)
     frames = fs.write_feast_sources(str(root), tables, snapshot)
     load = fs.load_online(store, frames, snapshot)
     source = fs.FeastFeatureSource(store)
@@ -121,15 +134,20 @@ def run(argv: list[str]) -> dict[str, float]:
         stores = ["sqlite"] + ([] if opts.no_postgres else ["postgres"])
         for name in tqdm(stores, desc="feast stores", unit="store"):
             if name == "sqlite":
-                results |= _measure(fs.load_feature_store(profile="sqlite", data_dir=root / FEATURE_STORE_DIR),
-                                    name, root, tables, opts)
+                results |= _measure(
+                    fs.load_feature_store(profile="sqlite", data_dir=root / FEATURE_STORE_DIR), name, root, tables, opts
+                )
             else:
                 with _scratch_database() as settings:
-                    results |= _measure(fs.load_feature_store(profile="postgres", postgres=settings),
-                                        name, root, tables, opts)
+                    results |= _measure(
+                        fs.load_feature_store(profile="postgres", postgres=settings), name, root, tables, opts
+                    )
     results["materialize_rows_per_s"] = results["sqlite_materialize_rows_per_s"]
     results["users"], results["items"], results["reads_per_measurement"] = (
-        float(opts.users), float(opts.items), float(opts.reads))
+        float(opts.users),
+        float(opts.items),
+        float(opts.reads),
+    )
     return results
 
 
@@ -147,8 +165,10 @@ class _scratch_database:
             with self._admin() as admin:
                 admin.execute(f'CREATE DATABASE "{self.name}"')
         except psycopg.OperationalError as exc:
-            raise SystemExit(f"PostgreSQL at {self.base.host}:{self.base.port} is unreachable ({exc}); "
-                             "start it or pass --no-postgres") from None
+            raise SystemExit(
+                f"PostgreSQL at {self.base.host}:{self.base.port} is unreachable ({exc}); "
+                "start it or pass --no-postgres"
+            ) from None
         return PostgresSettings.from_env(database=self.name)
 
     def __exit__(self, *exc_info):
@@ -159,5 +179,12 @@ class _scratch_database:
         import psycopg
 
         b = self.base
-        return psycopg.connect(host=b.host, port=b.port, user=b.user, password=b.password, dbname="postgres",
-                               autocommit=True, connect_timeout=5)
+        return psycopg.connect(
+            host=b.host,
+            port=b.port,
+            user=b.user,
+            password=b.password,
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        )

@@ -23,7 +23,20 @@ def run(argv: list[str]) -> dict[str, float]:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pipeline.json"
-        subprocess.run([sys.executable, "-m", "rec_assets.bench_pipeline", "--json", str(out),
-                        "--n-users", str(args.n_users), "--n-items", str(args.n_items),
-                        "--n-interactions", str(args.n_interactions)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rec_assets.bench_pipeline",
+                "--json",
+                str(out),
+                "--n-users",
+                str(args.n_users),
+                "--n-items",
+                str(args.n_items),
+                "--n-interactions",
+                str(args.n_interactions),
+            ],
+            check=True,
+        )
         return json.loads(out.read_text())

@@ -46,8 +46,11 @@ def run(argv: list[str]) -> dict[str, float]:
     from rec_core.data.splits import SPLIT_METHODS
 
     parser = argparse.ArgumentParser(prog="python -m rec_core.bench quality")
-    parser.add_argument("--dataset", default="synthetic",
-                        help="synthetic, or FORMAT:PATH (movielens, amazon, amazon-reviews, parquet or a registered format)")
+    parser.add_argument(
+        "--dataset",
+        default="synthetic",
+        help="synthetic, or FORMAT:PATH (movielens, amazon, amazon-reviews, parquet or a registered format)",
+    )
     parser.add_argument("--split", choices=SPLIT_METHODS, default="time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -70,18 +73,28 @@ def run(argv: list[str]) -> dict[str, float]:
     item_text = _item_text_embeddings(items, device) if cold_items else None
     data = DataBundle(users, items, splits, item_text_embeddings=item_text)
     with tempfile.TemporaryDirectory() as tmp:  # evaluate what serving would load, not the in-memory model
-        run = train_and_write(data, tmp, TrainingConfig(seed=args.seed), TuningConfig(seed=args.seed), device=device,
-                              progress=lambda line: print(line, file=sys.stderr, flush=True))
+        run = train_and_write(
+            data,
+            tmp,
+            TrainingConfig(seed=args.seed),
+            TuningConfig(seed=args.seed),
+            device=device,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         encoder = TwoTowerEncoder.load(run.model_dir, device=device)
-        print("evaluating the two-tower and baselines on the test split (EASE: one fit per lambda, ALS: one per trial) ...",
-              file=sys.stderr, flush=True)
+        print(
+            "evaluating the two-tower and baselines on the test split (EASE: one fit per lambda, ALS: one per trial) ...",
+            file=sys.stderr,
+            flush=True,
+        )
         results = compare_with_baselines(encoder, data, oracle=oracle, seed=args.seed)
         if cold_items:
             from rec_core.cold_start import cold_item_metrics
             from rec_core.data.splits import cold_item_ids
 
-            cold = cold_item_metrics(encoder, users, items, splits, cold_item_ids(interactions, seed=args.seed),
-                                     item_text, seed=args.seed)
+            cold = cold_item_metrics(
+                encoder, users, items, splits, cold_item_ids(interactions, seed=args.seed), item_text, seed=args.seed
+            )
     search, trained = run.search, run.search.trained
     print(baseline_table(results), file=sys.stderr)
     out = {
@@ -99,11 +112,23 @@ def run(argv: list[str]) -> dict[str, float]:
         "als_recall_at_10": results["als"]["recall_at_10"],
         "als_ndcg_at_10": results["als"]["ndcg_at_10"],
         "als_coverage_at_10": results["als"]["coverage_at_10"],
-        **{name: results["als"][name] for name in ("als_factors", "als_regularization", "als_alpha", "als_iterations",
-                                                   "als_trials", "als_tuning_s")},
-        "two_tower_over_als_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["als"]["recall_at_10"], 1e-12),
-        "two_tower_over_ease_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["ease"]["recall_at_10"], 1e-12),
-        "two_tower_over_popularity_recall_ratio": results["two_tower"]["recall_at_10"] / max(results["popularity"]["recall_at_10"], 1e-12),
+        **{
+            name: results["als"][name]
+            for name in (
+                "als_factors",
+                "als_regularization",
+                "als_alpha",
+                "als_iterations",
+                "als_trials",
+                "als_tuning_s",
+            )
+        },
+        "two_tower_over_als_recall_ratio": results["two_tower"]["recall_at_10"]
+        / max(results["als"]["recall_at_10"], 1e-12),
+        "two_tower_over_ease_recall_ratio": results["two_tower"]["recall_at_10"]
+        / max(results["ease"]["recall_at_10"], 1e-12),
+        "two_tower_over_popularity_recall_ratio": results["two_tower"]["recall_at_10"]
+        / max(results["popularity"]["recall_at_10"], 1e-12),
         "two_tower_best_epoch": float(trained.best_epoch),
         "two_tower_train_s": trained.train_seconds,
         "tuning_trials": float(len(search.trials)),
@@ -114,12 +139,16 @@ def run(argv: list[str]) -> dict[str, float]:
     }
     if cold_items:
         print(baseline_table(cold), file=sys.stderr)
-        out |= {f"{model}_cold_recall_at_10": cold[model]["recall_at_10"] for model in ("two_tower", "content", "random")}
+        out |= {
+            f"{model}_cold_recall_at_10": cold[model]["recall_at_10"] for model in ("two_tower", "content", "random")
+        }
         out["cold_evaluated_users"] = cold["two_tower"]["evaluated_users"]
     if oracle is not None:
         out["oracle_recall_at_10"] = results["oracle"]["recall_at_10"]
         out["oracle_ndcg_at_10"] = results["oracle"]["ndcg_at_10"]
-        out["two_tower_over_oracle_recall_ratio"] = results["two_tower"]["recall_at_10"] / max(results["oracle"]["recall_at_10"], 1e-12)
+        out["two_tower_over_oracle_recall_ratio"] = results["two_tower"]["recall_at_10"] / max(
+            results["oracle"]["recall_at_10"], 1e-12
+        )
     return out
 
 

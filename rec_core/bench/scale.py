@@ -64,15 +64,41 @@ class Size:
         return f"{self.users:,} users, {self.items:,} items, {self.interactions:,} interactions"
 
 
-SIZES = {size.name: size for size in (Size("s", 2_000, 5_000, 100_000), Size("m", 20_000, 50_000, 1_000_000),
-                                      Size("l", 200_000, 200_000, 10_000_000))}
+SIZES = {
+    size.name: size
+    for size in (
+        Size("s", 2_000, 5_000, 100_000),
+        Size("m", 20_000, 50_000, 1_000_000),
+        Size("l", 200_000, 200_000, 10_000_000),
+    )
+}
 """In increasing order: growth is measured between consecutive sizes of this order."""
 
 WORK = {
-    **dict.fromkeys(("product_images", "item_text_embeddings", "item_clip_embeddings", "item_embeddings",
-                     "item_index", "check_items_schema", "check_item_text_embeddings_cover_items"), "items"),
-    **dict.fromkeys(("user_text_embeddings", "user_embeddings", "user_recommendations", "feast_online_features",
-                     "serving_release", "check_users_schema", "check_two_tower_beats_popularity"), "users"),
+    **dict.fromkeys(
+        (
+            "product_images",
+            "item_text_embeddings",
+            "item_clip_embeddings",
+            "item_embeddings",
+            "item_index",
+            "check_items_schema",
+            "check_item_text_embeddings_cover_items",
+        ),
+        "items",
+    ),
+    **dict.fromkeys(
+        (
+            "user_text_embeddings",
+            "user_embeddings",
+            "user_recommendations",
+            "feast_online_features",
+            "serving_release",
+            "check_users_schema",
+            "check_two_tower_beats_popularity",
+        ),
+        "users",
+    ),
 }
 """The count each step's cost grows with; any step not listed: interactions."""
 
@@ -88,8 +114,9 @@ def parse_sizes(text: str) -> list[Size]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SIZES))
     if unknown or not names:
-        raise ValueError(f"--sizes '{text}': unknown size(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {','.join(SIZES)}")
+        raise ValueError(
+            f"--sizes '{text}': unknown size(s) {', '.join(unknown) or '(none given)'}; choose from {','.join(SIZES)}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"--sizes '{text}': a size is repeated")
     return [size for name, size in SIZES.items() if name in names]
@@ -97,8 +124,9 @@ def parse_sizes(text: str) -> list[Size]:
 
 def run_config(size: Size) -> dict:
     """The Dagster run config of a size: the synthetic source's sizes, plus the size's overrides."""
-    ops = {"source_tables": {"config": {"n_users": size.users, "n_items": size.items,
-                                        "n_interactions": size.interactions}}}
+    ops = {
+        "source_tables": {"config": {"n_users": size.users, "n_items": size.items, "n_interactions": size.interactions}}
+    }
     ops.update(SIZE_RUN_CONFIG.get(size.name, {}).get("ops", {}))
     return {"ops": ops}
 
@@ -112,9 +140,11 @@ def growth_exponent(seconds_from: float, seconds_to: float, work_from: int, work
 
 def size_results(size: Size, measured: dict) -> dict[str, float]:
     """The flat keys of one size's measurements (the probe's JSON)."""
-    results = {f"scale_{size.name}_total_s": measured["total_s"],
-               f"scale_{size.name}_peak_rss_mb": measured["peak_pss_mb"],
-               f"scale_{size.name}_peak_rss_sum_mb": measured["peak_rss_sum_mb"]}
+    results = {
+        f"scale_{size.name}_total_s": measured["total_s"],
+        f"scale_{size.name}_peak_rss_mb": measured["peak_pss_mb"],
+        f"scale_{size.name}_peak_rss_sum_mb": measured["peak_rss_sum_mb"],
+    }
     for key, step in measured["steps"].items():
         results[f"scale_{size.name}_asset_{key}_s"] = step["s"]
         results[f"scale_{size.name}_asset_{key}_peak_rss_mb"] = step["peak_rss_mb"]
@@ -131,8 +161,9 @@ def growth_results(measured: dict[str, dict]) -> dict[str, float]:
         counted = []
         for key in sorted(steps_small.keys() & steps_large.keys()):
             dimension = WORK.get(key, "interactions")
-            exponent = growth_exponent(steps_small[key]["s"], steps_large[key]["s"],
-                                       small.work(dimension), large.work(dimension))
+            exponent = growth_exponent(
+                steps_small[key]["s"], steps_large[key]["s"], small.work(dimension), large.work(dimension)
+            )
             if exponent is None:
                 continue
             results[f"{prefix}{key}"] = exponent
@@ -146,8 +177,10 @@ def growth_results(measured: dict[str, dict]) -> dict[str, float]:
 def markdown_table(measured: dict[str, dict], growth: dict[str, float]) -> str:
     """Per step: seconds and peak RSS at each size run, and the first pair's growth exponent (the README's table)."""
     names = [name for name in SIZES if name in measured]
-    steps = sorted(set().union(*(measured[name]["steps"] for name in names)),
-                   key=lambda key: -max(measured[name]["steps"].get(key, {"s": 0.0})["s"] for name in names))
+    steps = sorted(
+        set().union(*(measured[name]["steps"] for name in names)),
+        key=lambda key: -max(measured[name]["steps"].get(key, {"s": 0.0})["s"] for name in names),
+    )
     header = ["step", *(f"{name} seconds" for name in names), *(f"{name} peak RSS MB" for name in names), "growth"]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
 
@@ -157,9 +190,18 @@ def markdown_table(measured: dict[str, dict], growth: dict[str, float]) -> str:
 
     for key in steps:
         exponent = growth.get(f"scale_growth_{key}")
-        lines.append("| " + " | ".join([f"`{key}`", *(cell(name, key, "s") for name in names),
-                                        *(cell(name, key, "peak_rss_mb") for name in names),
-                                        "" if exponent is None else f"{exponent:.2f}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    f"`{key}`",
+                    *(cell(name, key, "s") for name in names),
+                    *(cell(name, key, "peak_rss_mb") for name in names),
+                    "" if exponent is None else f"{exponent:.2f}",
+                ]
+            )
+            + " |"
+        )
     totals = [f"{measured[name]['total_s']:.1f}" for name in names]
     peaks = [f"{measured[name]['peak_pss_mb']:.0f}" for name in names]
     lines.append("| " + " | ".join(["**whole run**", *totals, *peaks, ""]) + " |")
@@ -184,8 +226,11 @@ def _measure(size: Size, workdir: Path | None) -> dict:
 def run(argv: list[str]) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="bench scale", description="The whole graph at sizes s, m and l.")
     parser.add_argument("--sizes", default="s", help="comma-separated sizes among s, m, l (default: s)")
-    parser.add_argument("--workdir", type=Path, help="keep each size's Dagster home, artifacts and measurements under "
-                        "DIR/<size> (default: temporary, deleted)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep each size's Dagster home, artifacts and measurements under DIR/<size> (default: temporary, deleted)",
+    )
     args = parser.parse_args(argv)
     try:
         sizes = parse_sizes(args.sizes)

@@ -38,8 +38,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 from typing import Self
+from urllib.parse import quote, urlsplit
 
 import httpcore
 import httpx

@@ -61,7 +61,10 @@ def synthesize_vectors(dataset, dim: int, seed: int) -> tuple[np.ndarray, np.nda
     item_mid = np.eye(n_mid)[oracle.item_mid]  # [n_items, n_mid]
     items = np.hstack([oracle.item_factors * np.sqrt(factors), item_mid]) @ projection
     items += 0.3 * rng.normal(size=items.shape) / np.sqrt(dim)
-    users = np.hstack([oracle.user_factors * np.sqrt(factors), oracle.user_pref / max(oracle.user_pref.max(), 1e-9)]) @ projection
+    users = (
+        np.hstack([oracle.user_factors * np.sqrt(factors), oracle.user_pref / max(oracle.user_pref.max(), 1e-9)])
+        @ projection
+    )
     items /= np.linalg.norm(items, axis=1, keepdims=True)
     users /= np.linalg.norm(users, axis=1, keepdims=True)
     return items.astype(np.float32), users.astype(np.float32)
@@ -73,20 +76,34 @@ def run(argv: list[str]) -> dict[str, float]:
     args = _parse(argv)
     steps = tqdm(total=5, desc="serving bench", unit="step", file=sys.stderr)
     started = time.perf_counter()
-    dataset = generate_dataset(GeneratorConfig(n_users=args.n_users, n_items=args.n_items,
-                                               n_interactions=args.n_users * args.interactions_per_user, seed=args.seed))
+    dataset = generate_dataset(
+        GeneratorConfig(
+            n_users=args.n_users,
+            n_items=args.n_items,
+            n_interactions=args.n_users * args.interactions_per_user,
+            seed=args.seed,
+        )
+    )
     item_vectors, user_vectors = synthesize_vectors(dataset, args.dim, args.seed)
     user_ids = dataset.users["user_id"].tolist()
     steps.update()
     steps.set_postfix_str("building index")
-    index = ItemIndex.build(dataset.items["item_id"].tolist(), item_vectors,
-                            IndexConfig(exact_max_items=args.exact_max_items), recall_queries=user_vectors)
+    index = ItemIndex.build(
+        dataset.items["item_id"].tolist(),
+        item_vectors,
+        IndexConfig(exact_max_items=args.exact_max_items),
+        recall_queries=user_vectors,
+    )
     source = InMemoryFeatureSource(user_ids, user_vectors, build_profiles(dataset.users, dataset.interactions))
     recommender = Recommender(dataset.items, index, source)
     build_seconds = time.perf_counter() - started
     steps.update()
 
-    filters = [Available(), ExcludeInteracted(), PriceRange(max_price=float(np.quantile(dataset.items["discounted_price"], 0.9)))]
+    filters = [
+        Available(),
+        ExcludeInteracted(),
+        PriceRange(max_price=float(np.quantile(dataset.items["discounted_price"], 0.9))),
+    ]
     rng = np.random.default_rng(args.seed)
     for user_id in rng.choice(user_ids, 200):  # warm-up: caches, branch predictors, lazy faiss state
         recommender.recommend(user_id, args.k, filters)

@@ -32,8 +32,11 @@ def run(argv: list[str]) -> dict[str, float]:
     configure_torch_threads()
     device = resolve_device(args.device)
     n_users = max(20, args.interactions // 50)
-    dataset = generate_dataset(GeneratorConfig(n_users=n_users, n_items=max(50, args.interactions // 20),
-                                               n_interactions=args.interactions, seed=args.seed))
+    dataset = generate_dataset(
+        GeneratorConfig(
+            n_users=n_users, n_items=max(50, args.interactions // 20), n_interactions=args.interactions, seed=args.seed
+        )
+    )
     splits = split_interactions(dataset.interactions, method="time", seed=args.seed)
     walls, rates, epochs, recalls = [], [], [], []
     for _ in range(args.repeats):

@@ -94,9 +94,15 @@ def amazon_review_files(path: str | Path) -> tuple[Path, Path | None]:
     meta = [p for p in found if p.name.lower().startswith(META_PREFIX)]
     reviews = [p for p in found if p not in meta]
     if len(reviews) != 1 or len(meta) > 1:
-        raise DataValidationError(str(path), None, 0, (
-            f"expected one reviews file and at most one '{META_PREFIX}*' metadata file ({', '.join(JSON_SUFFIXES)}), "
-            f"found reviews {[p.name for p in reviews]} and metadata {[p.name for p in meta]}"))
+        raise DataValidationError(
+            str(path),
+            None,
+            0,
+            (
+                f"expected one reviews file and at most one '{META_PREFIX}*' metadata file ({', '.join(JSON_SUFFIXES)}), "
+                f"found reviews {[p.name for p in reviews]} and metadata {[p.name for p in meta]}"
+            ),
+        )
     return reviews[0], (meta[0] if meta else None)
 
 
@@ -107,16 +113,21 @@ def load_amazon_reviews(path: str | Path, negative_below: float | None = None):
     """
     reviews_path, meta_path = amazon_review_files(path)
     reviews = _read_reviews(reviews_path)
-    interactions = rating_interactions(reviews["user"], reviews["item"], reviews["rating"], reviews["seconds"],
-                                        negative_below)
+    interactions = rating_interactions(
+        reviews["user"], reviews["item"], reviews["rating"], reviews["seconds"], negative_below
+    )
     interactions["review_title"] = reviews["title"].to_numpy()
     interactions["review_content"] = reviews["text"].to_numpy()
     reviewed = set(reviews["item"])
     meta = _read_metadata(meta_path, reviewed) if meta_path is not None else None
     described = 0 if meta is None else len(reviewed & set(meta["item"]))
     if described < len(reviewed):
-        log.info("%s: %d of %d reviewed items have no metadata; their names and descriptions come from the reviews",
-                 reviews_path, len(reviewed) - described, len(reviewed))
+        log.info(
+            "%s: %d of %d reviewed items have no metadata; their names and descriptions come from the reviews",
+            reviews_path,
+            len(reviewed) - described,
+            len(reviewed),
+        )
     items = _items(reviews, meta, _category_from_file_name(reviews_path))
     users = users_from_interactions(interactions)
     return validated_tables(users, items, interactions, reviews_path)
@@ -127,7 +138,7 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line) of a plain or gzipped file, blank lines skipped."""
     with open(path, "rb") as raw:
         gzipped = raw.read(2) == b"\x1f\x8b"
-    with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
+    with gzip.open(path, "rb") if gzipped else open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 yield number, line
@@ -182,7 +193,9 @@ def _stream(path: Path, columns: list[str], extract: Callable[[dict], tuple | No
             frames.append(pd.DataFrame.from_records(rows, columns=columns))
             rows = []
     if bad:
-        raise DataValidationError(str(path), None, bad, f"lines that are not JSON objects (the first is line {first_bad})")
+        raise DataValidationError(
+            str(path), None, bad, f"lines that are not JSON objects (the first is line {first_bad})"
+        )
     if rows or not frames:
         frames.append(pd.DataFrame.from_records(rows, columns=columns))
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -192,7 +205,9 @@ def _require(frame: pd.DataFrame, keys: list[str], path: Path, layout: str) -> N
     for key in keys:
         missing = int(frame[key].isna().sum())
         if missing:
-            raise DataValidationError(str(path), key, missing, f"records without a value for the required key '{key}' ({layout} layout)")
+            raise DataValidationError(
+                str(path), key, missing, f"records without a value for the required key '{key}' ({layout} layout)"
+            )
 
 
 # ---- reviews -------------------------------------------------------------------------------
@@ -201,8 +216,13 @@ def _read_reviews(path: Path) -> pd.DataFrame:
     first = _first_record(path)
     layout = "2014/2018" if "reviewerID" in first else "2023" if "user_id" in first else None
     if layout is None:
-        raise DataValidationError(str(path), "reviewerID", 1, "the first record has neither 'reviewerID' (2014/2018 "
-                                  "layout) nor 'user_id' (2023 layout): not an Amazon reviews file")
+        raise DataValidationError(
+            str(path),
+            "reviewerID",
+            1,
+            "the first record has neither 'reviewerID' (2014/2018 "
+            "layout) nor 'user_id' (2023 layout): not an Amazon reviews file",
+        )
     user, item, rating, time, per_second, title, text = REVIEW_LAYOUTS[layout]
     keys = [user, item, rating, time, title, text]
     frame = _stream(path, keys, lambda record: tuple(record.get(k) for k in keys))
@@ -210,10 +230,16 @@ def _read_reviews(path: Path) -> pd.DataFrame:
         raise DataValidationError(str(path), None, 0, "the file has no reviews")
     _require(frame, [user, item, rating, time], path, layout)
     seconds = numeric_column(frame, time, path) // per_second
-    return pd.DataFrame({
-        "user": frame[user].astype(str), "item": frame[item].astype(str), "rating": numeric_column(frame, rating, path),
-        "seconds": seconds.astype(np.int64), "title": _optional_text(frame[title]), "text": _optional_text(frame[text]),
-    })
+    return pd.DataFrame(
+        {
+            "user": frame[user].astype(str),
+            "item": frame[item].astype(str),
+            "rating": numeric_column(frame, rating, path),
+            "seconds": seconds.astype(np.int64),
+            "title": _optional_text(frame[title]),
+            "text": _optional_text(frame[text]),
+        }
+    )
 
 
 def _optional_text(values: pd.Series) -> pd.Series:
@@ -236,8 +262,14 @@ def _read_metadata(path: Path, reviewed: set[str]) -> pd.DataFrame:
             return None
         if str(item) not in reviewed:
             return None
-        return (str(item), _text(record.get("title")) or None, _category_path(record), _price(record.get("price")),
-                _text(record.get("description"))[:DESCRIPTION_CHARS] or None, _image(record))
+        return (
+            str(item),
+            _text(record.get("title")) or None,
+            _category_path(record),
+            _price(record.get("price")),
+            _text(record.get("description"))[:DESCRIPTION_CHARS] or None,
+            _image(record),
+        )
 
     frame = _stream(path, META_COLUMNS, extract)
     if missing_id:
@@ -282,7 +314,9 @@ def _image(record: dict) -> str | None:
         images = [dict(zip(images, values)) for values in zip(*images.values())] if images else []
     for image in images if isinstance(images, list) else []:
         if isinstance(image, dict):
-            url = next((image[k] for k in ("large", "hi_res", "thumb") if isinstance(image.get(k), str) and image[k]), None)
+            url = next(
+                (image[k] for k in ("large", "hi_res", "thumb") if isinstance(image.get(k), str) and image[k]), None
+            )
             if url:
                 return url
     for key in ("imageURLHighRes", "imageURL", "imUrl"):
@@ -298,24 +332,30 @@ def _items(reviews: pd.DataFrame, meta: pd.DataFrame | None, file_category: str)
     """One row per reviewed item: metadata where present, what the reviews say otherwise."""
     first_seen = reviews.groupby("item", sort=True)["seconds"].min()
     known = pd.DataFrame({"item": first_seen.index}).merge(
-        meta if meta is not None else pd.DataFrame(columns=META_COLUMNS), on="item", how="left")
+        meta if meta is not None else pd.DataFrame(columns=META_COLUMNS), on="item", how="left"
+    )
     needs_words = known["name"].isna() | known["description"].isna()
     derived = _review_derived(reviews[reviews["item"].isin(set(known.loc[needs_words, "item"]))])
     name = known["name"].fillna(known["item"].map(derived["name"]))
     price = pd.to_numeric(known["price"], errors="coerce").fillna(0.0)
-    return pd.DataFrame({
-        "item_id": known["item"].to_numpy(),
-        "product_name": name.fillna("Amazon item " + known["item"]).to_numpy(),
-        "category": (CATEGORY_ROOT + "|" + known["category"].fillna(file_category)).to_numpy(),
-        "actual_price": price.to_numpy(),
-        "discounted_price": price.to_numpy(),
-        "discount_percentage": 0.0,
-        "rating": np.nan,  # no catalog rating: averaging the reviews would leak the test split
-        "rating_count": 0,
-        "about_product": known["description"].fillna(known["item"].map(derived["description"])).fillna("").to_numpy(),
-        "arrival_date": pd.to_datetime(first_seen.to_numpy(), unit="s", utc=True),
-        "img_link": known["image"].where(known["image"].notna(), None).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "item_id": known["item"].to_numpy(),
+            "product_name": name.fillna("Amazon item " + known["item"]).to_numpy(),
+            "category": (CATEGORY_ROOT + "|" + known["category"].fillna(file_category)).to_numpy(),
+            "actual_price": price.to_numpy(),
+            "discounted_price": price.to_numpy(),
+            "discount_percentage": 0.0,
+            "rating": np.nan,  # no catalog rating: averaging the reviews would leak the test split
+            "rating_count": 0,
+            "about_product": known["description"]
+            .fillna(known["item"].map(derived["description"]))
+            .fillna("")
+            .to_numpy(),
+            "arrival_date": pd.to_datetime(first_seen.to_numpy(), unit="s", utc=True),
+            "img_link": known["image"].where(known["image"].notna(), None).to_numpy(),
+        }
+    )
 
 
 def _review_derived(reviews: pd.DataFrame) -> pd.DataFrame:
@@ -333,10 +373,13 @@ def _review_derived(reviews: pd.DataFrame) -> pd.DataFrame:
     texts = ordered.dropna(subset=["text"]).groupby("item").head(SNIPPETS)
     snippets = texts.assign(text=texts["text"].str.slice(0, SNIPPET_CHARS)).groupby("item")["text"].agg(" … ".join)
     items = pd.Index(ordered["item"].unique())
-    return pd.DataFrame({
-        "name": keywords.reindex(items).combine_first(first_title.reindex(items)),
-        "description": ("From reviews: " + snippets.reindex(items)).str.slice(0, DESCRIPTION_CHARS),
-    }, index=items)
+    return pd.DataFrame(
+        {
+            "name": keywords.reindex(items).combine_first(first_title.reindex(items)),
+            "description": ("From reviews: " + snippets.reindex(items)).str.slice(0, DESCRIPTION_CHARS),
+        },
+        index=items,
+    )
 
 
 def _category_from_file_name(path: Path) -> str:

@@ -77,7 +77,9 @@ def ingest(files: list[str], landed_dir: str | Path) -> list[Path]:
     return kept
 
 
-def merge_landed(base: pd.DataFrame, landed_dir: str | Path, users: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+def merge_landed(
+    base: pd.DataFrame, landed_dir: str | Path, users: pd.DataFrame, items: pd.DataFrame
+) -> tuple[pd.DataFrame, int]:
     """`base` plus every landed file's interactions not already present (by interaction_id).
 
     Returns the merged table and the number of rows added.

@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,25 @@ from rec_core.data.validation import DataValidationError, check_references, conf
 log = logging.getLogger(__name__)
 
 ML_100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 
 
@@ -94,11 +111,22 @@ def load_dataset(path: str | Path, fmt: str = "auto") -> tuple[pd.DataFrame, pd.
 def _detect_format(path: Path) -> str:
     # the latest registration first: a user's detector is more specific than the built-in ones (any JSON lines file
     # could be Amazon reviews)
-    found = next((name for name, source in reversed(SOURCE_FORMATS.items())
-                  if source.detect is not None and source.detect(path)), None)
+    found = next(
+        (
+            name
+            for name, source in reversed(SOURCE_FORMATS.items())
+            if source.detect is not None and source.detect(path)
+        ),
+        None,
+    )
     if found is None:
-        raise DataValidationError(str(path), None, 0, "not a MovieLens folder, an Amazon CSV, Amazon review JSON lines, "
-                                  "a folder of parquet tables or a registered format")
+        raise DataValidationError(
+            str(path),
+            None,
+            0,
+            "not a MovieLens folder, an Amazon CSV, Amazon review JSON lines, "
+            "a folder of parquet tables or a registered format",
+        )
     return found
 
 
@@ -155,29 +183,33 @@ def _movie_year(titles: pd.Series) -> pd.Series:
     return pd.to_numeric(titles.str.extract(r"\((\d{4})\)\s*$")[0], errors="coerce")
 
 
-def _movie_items(ids: pd.Series, titles: pd.Series, genres: list[list[str]], arrival: pd.Series,
-                 extra_text: pd.Series | None = None) -> pd.DataFrame:
+def _movie_items(
+    ids: pd.Series, titles: pd.Series, genres: list[list[str]], arrival: pd.Series, extra_text: pd.Series | None = None
+) -> pd.DataFrame:
     genre_text = [", ".join(g) if g else "no genre listed" for g in genres]
     about = [f"{t}. Genres: {g}." for t, g in zip(titles, genre_text)]
     if extra_text is not None:
         about = [f"{a} Tags: {x}." if isinstance(x, str) and x else a for a, x in zip(about, extra_text)]
-    return pd.DataFrame({
-        "item_id": ids.astype(str).to_numpy(),
-        "product_name": titles.to_numpy(),
-        "category": ["Movies|" + "|".join(g[:2]) if g else "Movies|Unknown" for g in genres],
-        "actual_price": 0.0,
-        "discounted_price": 0.0,
-        "discount_percentage": 0.0,
-        "rating": np.nan,   # no catalog rating: averaging the ratings would leak the test split
-        "rating_count": 0,
-        "about_product": about,
-        "arrival_date": arrival.to_numpy(),
-        "img_link": None,
-    })
+    return pd.DataFrame(
+        {
+            "item_id": ids.astype(str).to_numpy(),
+            "product_name": titles.to_numpy(),
+            "category": ["Movies|" + "|".join(g[:2]) if g else "Movies|Unknown" for g in genres],
+            "actual_price": 0.0,
+            "discounted_price": 0.0,
+            "discount_percentage": 0.0,
+            "rating": np.nan,  # no catalog rating: averaging the ratings would leak the test split
+            "rating_count": 0,
+            "about_product": about,
+            "arrival_date": arrival.to_numpy(),
+            "img_link": None,
+        }
+    )
 
 
-def rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, seconds: pd.Series,
-                        negative_below: float | None) -> pd.DataFrame:
+def rating_interactions(
+    user: pd.Series, item: pd.Series, rating: pd.Series, seconds: pd.Series, negative_below: float | None
+) -> pd.DataFrame:
     """One interaction per rating (ids r0, r1, ...): `rate` with its stars, `negative_view` under `negative_below`.
 
     Every loader of rated reviews maps stars through here, so all datasets mean the same by a type.
@@ -185,25 +217,34 @@ def rating_interactions(user: pd.Series, item: pd.Series, rating: pd.Series, sec
     kind = np.full(len(rating), "rate", dtype=object)
     if negative_below is not None:
         kind[rating.to_numpy() < negative_below] = "negative_view"
-    return pd.DataFrame({
-        "interaction_id": [f"r{i}" for i in range(len(rating))],
-        "user_id": user.astype(str).to_numpy(),
-        "item_id": item.astype(str).to_numpy(),
-        "timestamp": pd.to_datetime(seconds.astype(np.int64), unit="s", utc=True),
-        "interaction_type": kind,
-        "rating": rating.astype(float).to_numpy(),
-        "quantity": None,
-        "review_title": None,
-        "review_content": None,
-    })
+    return pd.DataFrame(
+        {
+            "interaction_id": [f"r{i}" for i in range(len(rating))],
+            "user_id": user.astype(str).to_numpy(),
+            "item_id": item.astype(str).to_numpy(),
+            "timestamp": pd.to_datetime(seconds.astype(np.int64), unit="s", utc=True),
+            "interaction_type": kind,
+            "rating": rating.astype(float).to_numpy(),
+            "quantity": None,
+            "review_title": None,
+            "review_content": None,
+        }
+    )
 
 
 def users_from_interactions(interactions: pd.DataFrame, demographics: pd.DataFrame | None = None) -> pd.DataFrame:
     """The users an interaction table names, signed up at their first interaction; no preferences; age and
     gender unknown unless `demographics` (user_id, age, gender) says."""
     first = interactions.groupby("user_id", sort=True)["timestamp"].min()
-    users = pd.DataFrame({"user_id": first.index.to_numpy(), "signup_date": first.to_numpy(), "preferences": "",
-                          "age": pd.array([pd.NA] * len(first), dtype="Int32"), "gender": None})
+    users = pd.DataFrame(
+        {
+            "user_id": first.index.to_numpy(),
+            "signup_date": first.to_numpy(),
+            "preferences": "",
+            "age": pd.array([pd.NA] * len(first), dtype="Int32"),
+            "gender": None,
+        }
+    )
     if demographics is not None:
         users = users.drop(columns=["age", "gender"]).merge(demographics, on="user_id", how="left")
     return users
@@ -238,16 +279,24 @@ def _load_movielens_csv(path: Path, negative_below: float | None):
     if (path / "tags.csv").exists():
         raw_tags = _read_csv(path / "tags.csv")
         if {"movieId", "tag"} <= set(raw_tags.columns):
-            tags = raw_tags.dropna(subset=["tag"]).groupby("movieId")["tag"].agg(
-                lambda s: ", ".join(dict.fromkeys(s.astype(str).str.strip().str.lower())))
+            tags = (
+                raw_tags.dropna(subset=["tag"])
+                .groupby("movieId")["tag"]
+                .agg(lambda s: ", ".join(dict.fromkeys(s.astype(str).str.strip().str.lower())))
+            )
     genres = [[] if g == "(no genres listed)" else g.split("|") for g in movies["genres"].fillna("").astype(str)]
     first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
     year = _movie_year(movies["title"].astype(str))
     arrival = pd.to_datetime(year.fillna(first_seen.year).astype(int).astype(str) + "-01-01", utc=True)
     extra = movies["movieId"].map(tags) if tags is not None else None
     items = _movie_items(movies["movieId"].astype(int), movies["title"].astype(str), genres, arrival, extra)
-    interactions = rating_interactions(ratings["userId"].astype(int), ratings["movieId"].astype(int),
-                                        ratings["rating"], ratings["timestamp"], negative_below)
+    interactions = rating_interactions(
+        ratings["userId"].astype(int),
+        ratings["movieId"].astype(int),
+        ratings["rating"],
+        ratings["timestamp"],
+        negative_below,
+    )
     users = users_from_interactions(interactions)
     return validated_tables(users, items, interactions, ratings_path)
 
@@ -257,23 +306,35 @@ def _load_movielens_100k(path: Path, negative_below: float | None):
     ratings = _read_csv(data_path, sep="\t", header=None, names=["user", "item", "rating", "timestamp"])
     for column in ("user", "item", "rating", "timestamp"):
         ratings[column] = numeric_column(ratings, column, data_path)
-    movies = _read_csv(item_path, sep="|", header=None, encoding="latin-1",
-                       names=["item", "title", "release", "video_release", "url", *ML_100K_GENRES])
+    movies = _read_csv(
+        item_path,
+        sep="|",
+        header=None,
+        encoding="latin-1",
+        names=["item", "title", "release", "video_release", "url", *ML_100K_GENRES],
+    )
     flags = movies[list(ML_100K_GENRES)].fillna(0).astype(int).to_numpy()
     genres = [[g for g, f in zip(ML_100K_GENRES, row) if f and g != "unknown"] for row in flags]
     release = pd.to_datetime(movies["release"], format="%d-%b-%Y", errors="coerce", utc=True)
     first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
     items = _movie_items(movies["item"].astype(int), movies["title"].astype(str), genres, release.fillna(first_seen))
-    interactions = rating_interactions(ratings["user"].astype(int), ratings["item"].astype(int), ratings["rating"],
-                                        ratings["timestamp"], negative_below)
+    interactions = rating_interactions(
+        ratings["user"].astype(int),
+        ratings["item"].astype(int),
+        ratings["rating"],
+        ratings["timestamp"],
+        negative_below,
+    )
     demographics = None
     if user_path.exists():
         raw = _read_csv(user_path, sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"])
-        demographics = pd.DataFrame({
-            "user_id": raw["user"].astype(str),
-            "age": pd.to_numeric(raw["age"], errors="coerce").astype("Int32"),
-            "gender": raw["gender"].astype(str).str.upper().where(raw["gender"].notna()),
-        })
+        demographics = pd.DataFrame(
+            {
+                "user_id": raw["user"].astype(str),
+                "age": pd.to_numeric(raw["age"], errors="coerce").astype("Int32"),
+                "gender": raw["gender"].astype(str).str.upper().where(raw["gender"].notna()),
+            }
+        )
     users = users_from_interactions(interactions, demographics)
     return validated_tables(users, items, interactions, data_path)
 
@@ -299,8 +360,19 @@ def load_amazon(path: str | Path):
     """
     path = Path(path)
     frame = _read_csv(path, dtype=str, keep_default_na=False)
-    required = ["product_id", "product_name", "category", "discounted_price", "actual_price", "discount_percentage",
-                "rating", "rating_count", "about_product", "user_id", "review_id"]
+    required = [
+        "product_id",
+        "product_name",
+        "category",
+        "discounted_price",
+        "actual_price",
+        "discount_percentage",
+        "rating",
+        "rating_count",
+        "about_product",
+        "user_id",
+        "review_id",
+    ]
     _require_columns(frame, required, path)
     frame = frame.drop_duplicates("product_id").reset_index(drop=True)
     rating = pd.to_numeric(frame["rating"], errors="coerce")
@@ -309,19 +381,23 @@ def load_amazon(path: str | Path):
     if bad:
         raise DataValidationError(str(path), "discount_percentage", bad, "values that are not percentages (e.g. '64%')")
     epoch = pd.Timestamp("2023-01-01", tz="UTC")
-    items = pd.DataFrame({
-        "item_id": frame["product_id"],
-        "product_name": frame["product_name"],
-        "category": frame["category"],
-        "actual_price": _money(frame["actual_price"], "actual_price", path),
-        "discounted_price": _money(frame["discounted_price"], "discounted_price", path),
-        "discount_percentage": discount,
-        "rating": rating,
-        "rating_count": pd.to_numeric(frame["rating_count"].str.replace(",", ""), errors="coerce").fillna(0).astype("int64"),
-        "about_product": frame["about_product"],
-        "arrival_date": epoch,
-        "img_link": frame["img_link"] if "img_link" in frame else None,
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": frame["product_id"],
+            "product_name": frame["product_name"],
+            "category": frame["category"],
+            "actual_price": _money(frame["actual_price"], "actual_price", path),
+            "discounted_price": _money(frame["discounted_price"], "discounted_price", path),
+            "discount_percentage": discount,
+            "rating": rating,
+            "rating_count": pd.to_numeric(frame["rating_count"].str.replace(",", ""), errors="coerce")
+            .fillna(0)
+            .astype("int64"),
+            "about_product": frame["about_product"],
+            "arrival_date": epoch,
+            "img_link": frame["img_link"] if "img_link" in frame else None,
+        }
+    )
     pairs = []
     for row, (product, users, reviews) in enumerate(zip(frame["product_id"], frame["user_id"], frame["review_id"])):
         user_list, review_list = users.split(","), reviews.split(",")
@@ -329,21 +405,25 @@ def load_amazon(path: str | Path):
         for j, user in enumerate(u.strip() for u in user_list):
             if user:
                 review = review_list[j].strip() if j < len(review_list) else f"{product}-{j}"
-                pairs.append((review or f"{product}-{j}", user, product, titles[j].strip() if j < len(titles) else None))
+                pairs.append(
+                    (review or f"{product}-{j}", user, product, titles[j].strip() if j < len(titles) else None)
+                )
     ids, user_ids, item_ids, titles = map(list, zip(*pairs)) if pairs else ([], [], [], [])
     item_rating = items.set_index("item_id")["rating"]
     n = len(ids)
-    interactions = pd.DataFrame({
-        "interaction_id": [f"{r}:{u}" for r, u in zip(ids, user_ids)],
-        "user_id": user_ids,
-        "item_id": item_ids,
-        "timestamp": epoch + pd.to_timedelta(np.arange(n) * (86_400 / max(n, 1)), unit="s"),
-        "interaction_type": "rate",
-        "rating": item_rating.reindex(item_ids).to_numpy(),
-        "quantity": None,
-        "review_title": titles,
-        "review_content": None,
-    }).drop_duplicates("interaction_id")
+    interactions = pd.DataFrame(
+        {
+            "interaction_id": [f"{r}:{u}" for r, u in zip(ids, user_ids)],
+            "user_id": user_ids,
+            "item_id": item_ids,
+            "timestamp": epoch + pd.to_timedelta(np.arange(n) * (86_400 / max(n, 1)), unit="s"),
+            "interaction_type": "rate",
+            "rating": item_rating.reindex(item_ids).to_numpy(),
+            "quantity": None,
+            "review_title": titles,
+            "review_content": None,
+        }
+    ).drop_duplicates("interaction_id")
     users = users_from_interactions(interactions)
     return validated_tables(users, items, interactions, path)
 
@@ -392,6 +472,9 @@ def _is_parquet_dir(path: Path) -> bool:
 # The built-in formats; `auto` tries them last to first: an Amazon CSV, MovieLens, parquet, then any JSON lines.
 SOURCE_FORMATS["amazon-reviews"] = SourceFormat(_load_amazon_reviews, _is_amazon_reviews, True)
 SOURCE_FORMATS["parquet"] = SourceFormat(load_parquet_dir, _is_parquet_dir, True)
-SOURCE_FORMATS["movielens"] = SourceFormat(load_movielens, lambda path: (path / "ratings.csv").exists()
-                                           or (path / "u.data").exists(), True)
-SOURCE_FORMATS["amazon"] = SourceFormat(load_amazon, lambda path: path.is_file() and path.suffix.lower() == ".csv", True)
+SOURCE_FORMATS["movielens"] = SourceFormat(
+    load_movielens, lambda path: (path / "ratings.csv").exists() or (path / "u.data").exists(), True
+)
+SOURCE_FORMATS["amazon"] = SourceFormat(
+    load_amazon, lambda path: path.is_file() and path.suffix.lower() == ".csv", True
+)

@@ -81,6 +81,7 @@ SPLITS_SCHEMA = INTERACTIONS_SCHEMA.append(
     _field("split", pa.string(), False, "Which split the interaction belongs to: train, validation or test.")
 )
 
+
 def positive_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     """The rows of a positive type: what training learns from and evaluation counts as relevant."""
     return interactions[interactions["interaction_type"].isin(POSITIVE_INTERACTION_TYPES)]
@@ -101,7 +102,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "interaction_splits": SPLITS_SCHEMA,
 }
 
-PRIMARY_KEYS = {"users": "user_id", "items": "item_id", "interactions": "interaction_id", "interaction_splits": "interaction_id"}
+PRIMARY_KEYS = {
+    "users": "user_id",
+    "items": "item_id",
+    "interactions": "interaction_id",
+    "interaction_splits": "interaction_id",
+}
 
 
 def describe(schema: pa.Schema) -> str:

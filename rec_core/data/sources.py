@@ -31,8 +31,13 @@ class SourceTables:
     label: str  # what the tables came from: `synthetic(seed=N)` or the dataset path
 
 
-def load_source(source: str = "synthetic", path: str | None = None, fmt: str = "auto",
-                generator: GeneratorConfig | None = None, truth_dir: str | Path | None = None) -> SourceTables:
+def load_source(
+    source: str = "synthetic",
+    path: str | None = None,
+    fmt: str = "auto",
+    generator: GeneratorConfig | None = None,
+    truth_dir: str | Path | None = None,
+) -> SourceTables:
     """The three tables of `source`: `synthetic` (drawn with `generator`; its oracle saved to `truth_dir` when
     given) or `path` (`path` read in format `fmt`, see `rec_core.data.loaders.load_dataset`)."""
     if source == "synthetic":
@@ -56,6 +61,11 @@ def load_source(source: str = "synthetic", path: str | None = None, fmt: str = "
         label,
     )
     check_references(tables.interactions, tables.users, tables.items, label)
-    log.info("%d users, %d items, %d interactions from %s", len(tables.users), len(tables.items),
-             len(tables.interactions), label)
+    log.info(
+        "%d users, %d items, %d interactions from %s",
+        len(tables.users),
+        len(tables.items),
+        len(tables.interactions),
+        label,
+    )
     return tables

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 SPLIT_METHODS = ("time", "random", "cold-items")
 COLD_ITEM_FRACTION = 0.1
@@ -52,7 +54,7 @@ def split_interactions(
     else:
         order_key = np.random.default_rng(seed).permutation(len(frame))
     user_codes = pd.factorize(frame["user_id"])[0]
-    order = np.lexsort((frame["interaction_id"].to_numpy().astype(str), order_key, user_codes))
+    order = _user_order(frame["interaction_id"].to_numpy(), order_key, user_codes)
     sorted_users = user_codes[order]
     counts = np.bincount(user_codes)
     n = counts[sorted_users]
@@ -68,6 +70,23 @@ def split_interactions(
     result = frame.copy()
     result.loc[order, "split"] = split
     return result
+
+
+def _user_order(interaction_ids: np.ndarray, order_key: np.ndarray, user_codes: np.ndarray) -> np.ndarray:
+    """Row order by user, then `order_key`, then interaction id as a string (a user's interactions at the same
+    time). Only tied rows need their ids compared, so only theirs are ranked: no string array of every id."""
+    order = np.lexsort((order_key, user_codes))
+    sorted_users, sorted_keys = user_codes[order], order_key[order]
+    same_as_next = (sorted_users[1:] == sorted_users[:-1]) & (sorted_keys[1:] == sorted_keys[:-1])
+    tied = np.zeros(len(order), bool)
+    tied[1:] |= same_as_next
+    tied[:-1] |= same_as_next
+    if not tied.any():
+        return order
+    id_rank = np.zeros(len(order), np.int64)
+    rows = order[tied]
+    id_rank[rows] = pc.rank(pa.array(interaction_ids[rows].astype(str)), tiebreaker="dense").to_numpy()
+    return np.lexsort((id_rank, order_key, user_codes))
 
 
 def cold_item_ids(interactions: pd.DataFrame, fraction: float = COLD_ITEM_FRACTION, seed: int = 0) -> list[str]:

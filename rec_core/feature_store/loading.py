@@ -54,14 +54,21 @@ def feast_source_frame(view: str, frame: pd.DataFrame, snapshot_time: datetime) 
 
 
 def user_history_frame(interactions: pd.DataFrame, snapshot_time: datetime) -> pd.DataFrame:
-    """One row per user: the item ids of each interaction type (empty lists for types the user never did)."""
+    """One row per user: the sorted distinct item ids of each interaction type (empty lists for types the user
+    never did), as Arrow list columns built in bulk (no Python list per user)."""
+    import pyarrow as pa
+
     ids = pd.DataFrame({"user_id": interactions["user_id"].astype(str), "item_id": interactions["item_id"].astype(str),
                         "interaction_type": interactions["interaction_type"]})
-    per_type = ids.groupby(["user_id", "interaction_type"])["item_id"].agg(lambda s: sorted(set(s))).to_dict()
-    users = sorted(ids["user_id"].unique())
+    ids = ids.drop_duplicates().sort_values(["user_id", "item_id"], kind="stable")
+    users = pd.Index(ids["user_id"].unique(), dtype=object)  # sorted: the rows are
     out = pd.DataFrame({views.USER_HISTORY.key: pd.Series(users, dtype=object)})
     for kind in INTERACTION_TYPES:
-        out[views.history_feature(kind)] = pd.Series([per_type.get((user, kind), []) for user in users], dtype=object)
+        of_kind = ids[ids["interaction_type"] == kind]
+        per_user = np.bincount(users.get_indexer(of_kind["user_id"]), minlength=len(users))
+        offsets = pa.array(np.concatenate([[0], np.cumsum(per_user)]), pa.int32())
+        items = pa.ListArray.from_arrays(offsets, pa.array(of_kind["item_id"].to_numpy(), pa.string()))
+        out[views.history_feature(kind)] = pd.arrays.ArrowExtensionArray(items)
     out[views.EVENT_TIMESTAMP] = _event_time(snapshot_time)
     return out
 
@@ -99,6 +106,8 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
             arrays.append(pa.array([np.asarray(v, dtype=np.float32) for v in values], type=pa.list_(pa.float32())))
         elif kind == "string":
             arrays.append(pa.array([v if isinstance(v, str) else None for v in values], type=pa.string()))
+        elif kind == "string_list" and values.dtype == pd.ArrowDtype(pa.list_(pa.string())):
+            arrays.append(pa.array(values))  # built in bulk already (`user_history_frame`)
         elif kind == "string_list":
             arrays.append(pa.array([[str(i) for i in v] for v in values], type=pa.list_(pa.string())))
         else:

@@ -39,8 +39,13 @@ class FeastFeatureSource:
         self.store = store
 
     @classmethod
-    def from_repo(cls, repo_path: str | Path | None = None, profile: str | None = None,
-                  data_dir: str | Path | None = None, postgres: PostgresSettings | None = None) -> FeastFeatureSource:
+    def from_repo(
+        cls,
+        repo_path: str | Path | None = None,
+        profile: str | None = None,
+        data_dir: str | Path | None = None,
+        postgres: PostgresSettings | None = None,
+    ) -> FeastFeatureSource:
         return cls(load_feature_store(repo_path, profile, data_dir, postgres))
 
     def _user_row(self, refs, user_id: str) -> dict:
@@ -67,8 +72,11 @@ class FeastFeatureSource:
         if all(v is None for v in row.values()):
             return None
         preferences = tuple(split_pipe(row["preferences"]))
-        interacted = {kind: frozenset(row[views.history_feature(kind)])
-                      for kind in INTERACTION_TYPES if row[views.history_feature(kind)]}
+        interacted = {
+            kind: frozenset(row[views.history_feature(kind)])
+            for kind in INTERACTION_TYPES
+            if row[views.history_feature(kind)]
+        }
         age = row["age"]
         return UserProfile(str(user_id), None if age is None else int(age), row["gender"], preferences, interacted)
 

@@ -35,7 +35,8 @@ def database_errors(store: FeatureStore, action: str) -> Iterator[None]:
             raise
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise FeatureStoreUnavailableError(
-            f"{_describe_server(store)} is unreachable while {action}: {reason}") from exc
+            f"{_describe_server(store)} is unreachable while {action}: {reason}"
+        ) from exc
 
 
 def _unreachable_server_error(exc: BaseException) -> BaseException | None:

@@ -48,11 +48,15 @@ def load_definitions(repo_path: str | Path | None = None, artifact_root: str | N
     declared = {obj.name for obj in objects if isinstance(obj, FeatureView)}
     listed = {view.name for view in views.ALL_VIEWS}
     if declared != listed:
-        differences = (("declared but not in the registry", declared - listed),
-                       ("in the registry but not declared", listed - declared))
+        differences = (
+            ("declared but not in the registry", declared - listed),
+            ("in the registry but not declared", listed - declared),
+        )
         problems = [f"{label}: {', '.join(sorted(names))}" for label, names in differences if names]
-        raise ValueError(f"{Path(repo_path or default_repo_path()) / 'features.py'}: its feature views differ from "
-                         f"rec_core.feature_store.views ({'; '.join(problems)})")
+        raise ValueError(
+            f"{Path(repo_path or default_repo_path()) / 'features.py'}: its feature views differ from "
+            f"rec_core.feature_store.views ({'; '.join(problems)})"
+        )
     return objects
 
 
@@ -75,8 +79,15 @@ def _repo_contents(objects: Iterable):
     from feast.repo_contents import RepoContents
 
     contents = RepoContents(
-        projects=[], data_sources=[], entities=[], feature_views=[], feature_services=[],
-        on_demand_feature_views=[], stream_feature_views=[], label_views=[], permissions=[],
+        projects=[],
+        data_sources=[],
+        entities=[],
+        feature_views=[],
+        feature_services=[],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        permissions=[],
     )
 
     def add_source(source) -> None:
@@ -221,8 +232,11 @@ def apply_definitions(store: FeatureStore, objects: list) -> ApplyReport:
         ):
             report.unchanged += 1
             continue
-        kind = diff.feast_object_type.value if isinstance(diff.feast_object_type, FeastObjectType) else str(
-            diff.feast_object_type)
+        kind = (
+            diff.feast_object_type.value
+            if isinstance(diff.feast_object_type, FeastObjectType)
+            else str(diff.feast_object_type)
+        )
         details = _describe_update(diff) if diff.transition_type == TransitionType.UPDATE else ()
         report.changes.append(ObjectChange(kind, diff.name, labels[diff.transition_type], details))
         if diff.transition_type == TransitionType.DELETE:

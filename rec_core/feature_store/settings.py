@@ -47,9 +47,11 @@ def default_data_dir(artifact_root: str | None = None) -> Path:
     """
     if os.environ.get("REC_FEAST_DATA_DIR"):
         return Path(os.environ["REC_FEAST_DATA_DIR"])
-    root = require_local(artifact_root or default_artifact_root(),
-                         "the sqlite profile keeps its databases on a local disk; set REC_FEAST_DATA_DIR "
-                         "(or use REC_FEAST_PROFILE=postgres)")
+    root = require_local(
+        artifact_root or default_artifact_root(),
+        "the sqlite profile keeps its databases on a local disk; set REC_FEAST_DATA_DIR "
+        "(or use REC_FEAST_PROFILE=postgres)",
+    )
     return root / FEATURE_STORE_DIR
 
 
@@ -88,9 +90,12 @@ class PostgresSettings:
     def yaml_variables(self) -> dict[str, str]:
         """The `${FEAST_POSTGRES_*}` values substituted into `feature_store.postgres.yaml`."""
         return {
-            "FEAST_POSTGRES_HOST": self.host, "FEAST_POSTGRES_PORT": str(self.port),
-            "FEAST_POSTGRES_DB": self.database, "FEAST_POSTGRES_USER": self.user,
-            "FEAST_POSTGRES_PASSWORD": self.password, "FEAST_POSTGRES_SCHEMA": self.db_schema,
+            "FEAST_POSTGRES_HOST": self.host,
+            "FEAST_POSTGRES_PORT": str(self.port),
+            "FEAST_POSTGRES_DB": self.database,
+            "FEAST_POSTGRES_USER": self.user,
+            "FEAST_POSTGRES_PASSWORD": self.password,
+            "FEAST_POSTGRES_SCHEMA": self.db_schema,
             "FEAST_POSTGRES_SSLMODE": self.sslmode,
         }
 
@@ -136,10 +141,12 @@ def feature_store_config(
         raw["registry"]["path"] = f"sqlite:///{directory / 'registry.db'}"
     else:  # the same server as the online store, with the credentials URL-quoted
         online = raw["online_store"]
-        raw["registry"]["path"] = (f"postgresql+psycopg://{quote(str(online['user']), safe='')}:"
-                                   f"{quote(str(online['password']), safe='')}@{online['host']}:{online['port']}/"
-                                   f"{quote(str(online['database']), safe='')}"
-                                   + (f"?sslmode={online['sslmode']}" if online.get("sslmode") else ""))
+        raw["registry"]["path"] = (
+            f"postgresql+psycopg://{quote(str(online['user']), safe='')}:"
+            f"{quote(str(online['password']), safe='')}@{online['host']}:{online['port']}/"
+            f"{quote(str(online['database']), safe='')}"
+            + (f"?sslmode={online['sslmode']}" if online.get("sslmode") else "")
+        )
     config = RepoConfig(**raw)
     config.repo_path = repo
     return config

@@ -82,36 +82,75 @@ USER_FEATURES = View("user_features", USER_KEY, upstream="users")
 ITEM_FEATURES = View("item_features", ITEM_KEY, upstream="items")
 
 # Pushed views copied column by column from one upstream table each.
-ITEM_TEXT_EMBEDDINGS = View("item_text_embeddings", ITEM_KEY, upstream="item_text_embeddings", features=(
-    Feature("name_embedding", "float_vector"),
-    Feature("description_embedding", "float_vector"),
-))
-ITEM_CLIP_EMBEDDINGS = View("item_clip_embeddings", ITEM_KEY, upstream="item_clip_embeddings", features=(
-    Feature("clip_embedding", "float_vector"),
-))
-ITEM_TOWER_EMBEDDINGS = View("item_tower_embeddings", ITEM_KEY, upstream="item_embeddings", features=(
-    Feature("item_embedding", "float_vector", column="embedding"),
-))
-USER_TEXT_EMBEDDINGS = View("user_text_embeddings", USER_KEY, upstream="user_text_embeddings", features=(
-    Feature("preferences_embedding", "float_vector"),
-))
-USER_TOWER_EMBEDDINGS = View("user_tower_embeddings", USER_KEY, upstream="user_embeddings", features=(
-    Feature("user_embedding", "float_vector", column="embedding"),
-    # vectors written before they named their model lack the column
-    Feature("model_version", "string", optional=True, description="Digest of the two-tower weights that produced it"),
-))
-USER_RECOMMENDATIONS = View("user_recommendations", USER_KEY, upstream="user_recommendations", features=(
-    Feature("top_k_item_ids", "string_list"),
-    Feature("top_k_scores", "float_vector"),
-))
+ITEM_TEXT_EMBEDDINGS = View(
+    "item_text_embeddings",
+    ITEM_KEY,
+    upstream="item_text_embeddings",
+    features=(
+        Feature("name_embedding", "float_vector"),
+        Feature("description_embedding", "float_vector"),
+    ),
+)
+ITEM_CLIP_EMBEDDINGS = View(
+    "item_clip_embeddings",
+    ITEM_KEY,
+    upstream="item_clip_embeddings",
+    features=(Feature("clip_embedding", "float_vector"),),
+)
+ITEM_TOWER_EMBEDDINGS = View(
+    "item_tower_embeddings",
+    ITEM_KEY,
+    upstream="item_embeddings",
+    features=(Feature("item_embedding", "float_vector", column="embedding"),),
+)
+USER_TEXT_EMBEDDINGS = View(
+    "user_text_embeddings",
+    USER_KEY,
+    upstream="user_text_embeddings",
+    features=(Feature("preferences_embedding", "float_vector"),),
+)
+USER_TOWER_EMBEDDINGS = View(
+    "user_tower_embeddings",
+    USER_KEY,
+    upstream="user_embeddings",
+    features=(
+        Feature("user_embedding", "float_vector", column="embedding"),
+        # vectors written before they named their model lack the column
+        Feature(
+            "model_version", "string", optional=True, description="Digest of the two-tower weights that produced it"
+        ),
+    ),
+)
+USER_RECOMMENDATIONS = View(
+    "user_recommendations",
+    USER_KEY,
+    upstream="user_recommendations",
+    features=(
+        Feature("top_k_item_ids", "string_list"),
+        Feature("top_k_scores", "float_vector"),
+    ),
+)
 
 # A pushed view computed from its upstream table: each user's item ids per interaction type.
-USER_HISTORY = View("user_history", USER_KEY, upstream="interactions", features=tuple(
-    Feature(history_feature(kind), "string_list") for kind in INTERACTION_TYPES))
+USER_HISTORY = View(
+    "user_history",
+    USER_KEY,
+    upstream="interactions",
+    features=tuple(Feature(history_feature(kind), "string_list") for kind in INTERACTION_TYPES),
+)
 
 BATCH_VIEWS = (USER_FEATURES.name, ITEM_FEATURES.name)
-PUSHED_VIEWS = {view.name: view for view in (ITEM_TEXT_EMBEDDINGS, ITEM_CLIP_EMBEDDINGS, ITEM_TOWER_EMBEDDINGS,
-                                             USER_TEXT_EMBEDDINGS, USER_TOWER_EMBEDDINGS, USER_RECOMMENDATIONS)}
+PUSHED_VIEWS = {
+    view.name: view
+    for view in (
+        ITEM_TEXT_EMBEDDINGS,
+        ITEM_CLIP_EMBEDDINGS,
+        ITEM_TOWER_EMBEDDINGS,
+        USER_TEXT_EMBEDDINGS,
+        USER_TOWER_EMBEDDINGS,
+        USER_RECOMMENDATIONS,
+    )
+}
 """The copied views by name, in the order their Feast-ready copies are written (`USER_HISTORY` goes last)."""
 ALL_PUSHED = (*PUSHED_VIEWS.values(), USER_HISTORY)
 ALL_VIEWS = (USER_FEATURES, ITEM_FEATURES, *ALL_PUSHED)

@@ -24,14 +24,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    config = GeneratorConfig(n_users=args.n_users, n_items=args.n_items, n_interactions=args.n_interactions, seed=args.seed)
+    config = GeneratorConfig(
+        n_users=args.n_users, n_items=args.n_items, n_interactions=args.n_interactions, seed=args.seed
+    )
     start = time.perf_counter()
     dataset = generate_dataset(config, progress=True)
     dataset.save(args.output)
     matched, random_share = preference_match(dataset.users, dataset.items, dataset.interactions)
-    print(f"wrote {len(dataset.users)} users, {len(dataset.items)} items, {len(dataset.interactions)} interactions "
-          f"to {args.output} in {time.perf_counter() - start:.1f} s; "
-          f"{matched:.1%} of interactions match stated preferences (random: {random_share:.1%})")
+    print(
+        f"wrote {len(dataset.users)} users, {len(dataset.items)} items, {len(dataset.interactions)} interactions "
+        f"to {args.output} in {time.perf_counter() - start:.1f} s; "
+        f"{matched:.1%} of interactions match stated preferences (random: {random_share:.1%})"
+    )
     return 0
 
 

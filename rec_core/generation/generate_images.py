@@ -107,10 +107,20 @@ class PlaceholderRenderer:
         image = _card_background(size, path[0] if path else "", (path[-1] if path else "")[:28]).copy()
         draw = ImageDraw.Draw(image)
         lines = textwrap.wrap(str(item.product_name), width=22)[:4]
-        draw.multiline_text((size // 16, size // 6 + size // 7), "\n".join(lines), font=_font(size // 14),
-                            fill=(30, 30, 30), spacing=size // 64)
-        draw.text((size - size // 16, size - size // 16), f"{float(item.discounted_price):,.2f}", font=_font(size // 9),
-                  fill=(20, 20, 20), anchor="rs")
+        draw.multiline_text(
+            (size // 16, size // 6 + size // 7),
+            "\n".join(lines),
+            font=_font(size // 14),
+            fill=(30, 30, 30),
+            spacing=size // 64,
+        )
+        draw.text(
+            (size - size // 16, size - size // 16),
+            f"{float(item.discounted_price):,.2f}",
+            font=_font(size // 9),
+            fill=(20, 20, 20),
+            anchor="rs",
+        )
         draw.rectangle((0, 0, size - 1, size - 1), outline=band_color, width=max(1, size // 64))
         return image
 
@@ -137,6 +147,7 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 def _category_colors(top_category: str) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """A strong band colour and a pale background, both derived from the top-level category name."""
     hue = int(hashlib.sha256(top_category.encode()).hexdigest()[:4], 16) / 0xFFFF
+
     def rgb(lightness: float, saturation: float) -> tuple[int, int, int]:
         red, green, blue = colorsys.hls_to_rgb(hue, lightness, saturation)
         return int(255 * red), int(255 * green), int(255 * blue)
@@ -173,7 +184,9 @@ class DiffusersRenderer:
     def render(self, items: pd.DataFrame) -> list[Image.Image]:
         import torch
 
-        prompts = [build_prompt(name, about) for name, about in zip(items["product_name"], items["about_product"], strict=True)]
+        prompts = [
+            build_prompt(name, about) for name, about in zip(items["product_name"], items["about_product"], strict=True)
+        ]
         generators = [torch.Generator("cpu").manual_seed(item_seed(self.config.seed, i)) for i in items["item_id"]]
         with torch.inference_mode():
             result = self.pipeline(
@@ -225,14 +238,21 @@ def image_inventory(item_ids, output_dir, known_backends: dict[str, str] | None 
     names = ids.map(image_filename)
     ids, names = ids[names.isin(present)], names[names.isin(present)]
     known = known_backends or {}
-    backends = pd.Series([known.get(item_id) or image_backend(directory / name) or "external"  # opens unknown files
-                          for item_id, name in zip(ids, names, strict=True)], dtype=object)
-    return pd.DataFrame({
-        "item_id": ids.to_numpy(dtype=str),
-        "image_path": ids.map(image_link).to_numpy(dtype=str),
-        "backend": backends.to_numpy(dtype=str),
-        "is_placeholder": (backends == "placeholder").to_numpy(dtype=bool),
-    })
+    backends = pd.Series(
+        [
+            known.get(item_id) or image_backend(directory / name) or "external"  # opens unknown files
+            for item_id, name in zip(ids, names, strict=True)
+        ],
+        dtype=object,
+    )
+    return pd.DataFrame(
+        {
+            "item_id": ids.to_numpy(dtype=str),
+            "image_path": ids.map(image_link).to_numpy(dtype=str),
+            "backend": backends.to_numpy(dtype=str),
+            "is_placeholder": (backends == "placeholder").to_numpy(dtype=bool),
+        }
+    )
 
 
 PLACEHOLDER_BATCH = 64
@@ -270,8 +290,9 @@ def generate_images(
             ids = [str(i) for i in todo["item_id"].iloc[begin : begin + batch_size]]
             images = renderer.render(todo.iloc[begin : begin + batch_size])
             _wait_published(pending, progress)  # at most two batches of decoded images in memory
-            pending = publisher.submit(_publish, encoders, images, renderer.name,
-                                       [directory / image_filename(i) for i in ids])
+            pending = publisher.submit(
+                _publish, encoders, images, renderer.name, [directory / image_filename(i) for i in ids]
+            )
             report.generated.extend(ids)
         _wait_published(pending, progress)
     progress.finish()
@@ -301,8 +322,10 @@ def _png_bytes(image: Image.Image, backend: str) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     defaults = ImageGenerationConfig()
-    parser = argparse.ArgumentParser(prog="python -m rec_core.generation.generate_images",
-                                     description="Generate product images for items that have none.")
+    parser = argparse.ArgumentParser(
+        prog="python -m rec_core.generation.generate_images",
+        description="Generate product images for items that have none.",
+    )
     parser.add_argument("--items", required=True, help="items table (.parquet or .csv) in the items schema")
     parser.add_argument("--output", required=True, help="image directory (the `product_images` artifact folder)")
     parser.add_argument("--backend", choices=BACKENDS, default=defaults.backend)
@@ -318,8 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time; a cached or local model is used
     items = storage.read_input_table(args.items, "items").to_pandas()
     config = ImageGenerationConfig(
-        backend=args.backend, model=args.model, device=args.device, image_size=args.image_size, steps=args.steps,
-        guidance_scale=args.guidance_scale, batch_size=args.batch_size, seed=args.seed,
+        backend=args.backend,
+        model=args.model,
+        device=args.device,
+        image_size=args.image_size,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        batch_size=args.batch_size,
+        seed=args.seed,
         replace_placeholders=args.replace_placeholders,
     )
     try:
@@ -327,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageGenerationError, DataValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{len(report.generated)} generated ({report.images_per_s:.1f} images/s), {report.existing} already present "
-          f"in {args.output}")
+    print(
+        f"{len(report.generated)} generated ({report.images_per_s:.1f} images/s), {report.existing} already present "
+        f"in {args.output}"
+    )
     return 0
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from safetensors.numpy import load as load_safetensors, save_file
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save_file
 
 from rec_core.data.paths import ORACLE_ARRAYS, ORACLE_IDS, exported_table_file, image_link
 from rec_core.data.validation import conform
@@ -45,16 +46,16 @@ class GeneratorConfig:
     n_items: int = 5_000
     n_interactions: int = 100_000
     seed: int = 0
-    n_factors: int = 16           # latent dimensions of tastes and attributes
-    w_latent: float = 2.5         # weight of the latent-factor match
-    w_pref: float = 2.0           # bonus for an item in a stated preference
-    w_hidden: float = 1.5         # bonus for an item in a hidden (unstated) taste
-    w_pop: float = 0.8            # weight of item popularity
-    w_quality: float = 0.4        # weight of item quality
-    w_new: float = 0.5            # boost for recently arrived items
+    n_factors: int = 16  # latent dimensions of tastes and attributes
+    w_latent: float = 2.5  # weight of the latent-factor match
+    w_pref: float = 2.0  # bonus for an item in a stated preference
+    w_hidden: float = 1.5  # bonus for an item in a hidden (unstated) taste
+    w_pop: float = 0.8  # weight of item popularity
+    w_quality: float = 0.4  # weight of item quality
+    w_new: float = 0.5  # boost for recently arrived items
     exposure_share: float = 0.12  # share of interactions drawn from popularity alone (exposures)
-    min_per_user: int = 3         # every user gets at least this many interactions
-    chunk_users: int = 256        # users scored at once (bounds memory: chunk x n_items floats)
+    min_per_user: int = 3  # every user gets at least this many interactions
+    chunk_users: int = 256  # users scored at once (bounds memory: chunk x n_items floats)
 
     def __post_init__(self):
         for name in ("n_users", "n_items", "n_interactions"):
@@ -71,15 +72,15 @@ class GeneratorConfig:
 class OracleScorer:
     """The generator's true affinity: `score(user_ids, item_ids)` -> [n_users, n_items]."""
 
-    user_ids: np.ndarray          # [U] str
-    item_ids: np.ndarray          # [I] str
-    user_factors: np.ndarray      # [U, F]
-    item_factors: np.ndarray      # [I, F]
-    user_pref: np.ndarray         # [U, M] stated (w_pref) and hidden (w_hidden) bonuses per mid category
-    item_mid: np.ndarray          # [I] mid-category index
-    item_bias: np.ndarray         # [I] popularity + quality + recency part of the score
-    user_price_sens: np.ndarray   # [U]
-    item_log_price: np.ndarray    # [I]
+    user_ids: np.ndarray  # [U] str
+    item_ids: np.ndarray  # [I] str
+    user_factors: np.ndarray  # [U, F]
+    item_factors: np.ndarray  # [I, F]
+    user_pref: np.ndarray  # [U, M] stated (w_pref) and hidden (w_hidden) bonuses per mid category
+    item_mid: np.ndarray  # [I] mid-category index
+    item_bias: np.ndarray  # [I] popularity + quality + recency part of the score
+    user_price_sens: np.ndarray  # [U]
+    item_log_price: np.ndarray  # [I]
     _user_index: pd.Index = field(default=None, repr=False)
     _item_index: pd.Index = field(default=None, repr=False)
     _user_aug: np.ndarray = field(default=None, repr=False)
@@ -93,17 +94,29 @@ class OracleScorer:
         # The whole score is one inner product of augmented vectors:
         # user [factors, pref bonus per mid, -price sensitivity, 1] . item [factors, one-hot mid, log price, bias]
         n_mid = self.user_pref.shape[1]
-        self._user_aug = np.hstack([self.user_factors, self.user_pref, -self.user_price_sens[:, None],
-                                    np.ones((len(self.user_ids), 1), np.float32)]).astype(np.float32)
-        self._item_aug = np.hstack([self.item_factors, np.eye(n_mid, dtype=np.float32)[self.item_mid],
-                                    self.item_log_price[:, None], self.item_bias[:, None]]).astype(np.float32)
+        self._user_aug = np.hstack(
+            [
+                self.user_factors,
+                self.user_pref,
+                -self.user_price_sens[:, None],
+                np.ones((len(self.user_ids), 1), np.float32),
+            ]
+        ).astype(np.float32)
+        self._item_aug = np.hstack(
+            [
+                self.item_factors,
+                np.eye(n_mid, dtype=np.float32)[self.item_mid],
+                self.item_log_price[:, None],
+                self.item_bias[:, None],
+            ]
+        ).astype(np.float32)
         # First and second moments of item vectors give each user's score mean and spread cheaply.
         self._item_mean = self._item_aug.mean(0)
         self._item_second = (self._item_aug.T @ self._item_aug) / len(self.item_ids)
 
     def score_rows(self, rows: np.ndarray) -> np.ndarray:
         """Scores of users at positions `rows` against every item: [len(rows), I] float32."""
-        return self._user_aug[rows] @ self._item_aug.T                 # [B, I]
+        return self._user_aug[rows] @ self._item_aug.T  # [B, I]
 
     def score_pairs(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Scores of (user position, item position) pairs: [n] float32."""
@@ -127,21 +140,35 @@ class OracleScorer:
     def _positions(index: pd.Index, ids, kind: str) -> np.ndarray:
         positions = index.get_indexer(np.asarray(ids, dtype=object))
         if (positions < 0).any():
-            raise KeyError(f"{int((positions < 0).sum())} unknown {kind} id(s), e.g. {np.asarray(ids)[positions < 0][0]!r}")
+            raise KeyError(
+                f"{int((positions < 0).sum())} unknown {kind} id(s), e.g. {np.asarray(ids)[positions < 0][0]!r}"
+            )
         return positions
 
     def save(self, directory: str | Path) -> None:
         """Writes `oracle.safetensors` (arrays) and `oracle.json` (ids) atomically."""
         directory = as_path(directory)
-        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in
-                  ("user_factors", "item_factors", "user_pref", "item_mid", "item_bias", "user_price_sens", "item_log_price")}
+        arrays = {
+            k: np.ascontiguousarray(getattr(self, k))
+            for k in (
+                "user_factors",
+                "item_factors",
+                "user_pref",
+                "item_mid",
+                "item_bias",
+                "user_price_sens",
+                "item_log_price",
+            )
+        }
         with atomic_file(directory / ORACLE_ARRAYS) as tmp:
             save_file(arrays, str(tmp))
-        write_bytes(json.dumps({"user_ids": self.user_ids.tolist(), "item_ids": self.item_ids.tolist()}).encode(),
-                    directory / ORACLE_IDS)
+        write_bytes(
+            json.dumps({"user_ids": self.user_ids.tolist(), "item_ids": self.item_ids.tolist()}).encode(),
+            directory / ORACLE_IDS,
+        )
 
     @classmethod
-    def load(cls, directory: str | Path) -> "OracleScorer":
+    def load(cls, directory: str | Path) -> OracleScorer:
         directory = as_path(directory)
         ids = json.loads((directory / ORACLE_IDS).read_text())
         arrays = load_safetensors(bytes((directory / ORACLE_ARRAYS).read_bytes()))
@@ -160,8 +187,11 @@ class SyntheticDataset:
     def save(self, directory: str | Path) -> None:
         """Writes the three tables, the category tree, the oracle and the config."""
         directory = Path(directory)
-        for name, frame, kind in (("users", self.users, "users"), ("items", self.items, "items"),
-                                  ("interactions", self.interactions, "interactions")):
+        for name, frame, kind in (
+            ("users", self.users, "users"),
+            ("items", self.items, "items"),
+            ("interactions", self.interactions, "interactions"),
+        ):
             write_parquet(conform(frame, kind, f"generated {name}"), directory / exported_table_file(name))
         write_bytes(json.dumps(self.category_tree, indent=2).encode(), directory / "category_tree.json")
         write_bytes(json.dumps(asdict(self.config), indent=2).encode(), directory / "generator_config.json")
@@ -197,7 +227,7 @@ def _make_items(cfg: GeneratorConfig, rng: np.random.Generator):
 
     popularity = rng.normal(size=cfg.n_items)
     quality = rng.normal(size=cfg.n_items)
-    base_price = np.array([TAXONOMY[t][m][l][2] for t, m, l in leaf_list])[item_leaf]
+    base_price = np.array([TAXONOMY[t][m][leaf][2] for t, m, leaf in leaf_list])[item_leaf]
     actual_price = np.round(base_price * rng.lognormal(0.0, 0.35, cfg.n_items), 0) - 0.01
     actual_price = np.maximum(actual_price, 0.99)
     discount = rng.choice([0, 0, 0, 5, 10, 15, 20, 25, 30, 40, 50], size=cfg.n_items).astype(float)
@@ -223,22 +253,26 @@ def _make_items(cfg: GeneratorConfig, rng: np.random.Generator):
         a1 = fitting[adj_pick[i, 0] % len(fitting)]
         a2 = fitting[(adj_pick[i, 0] + 1 + adj_pick[i, 1] % (len(fitting) - 1)) % len(fitting)]
         names.append(f"{BRANDS[brand[i]]} {a1} {noun} {model_no[i]}")
-        abouts.append(f"{a1} and {a2.lower()} {noun.lower()} from {BRANDS[brand[i]]}. "
-                      f"Part of our {display_name(mid)} range in {display_name(top)}, made for {USES[use_pick[i]]}.")
+        abouts.append(
+            f"{a1} and {a2.lower()} {noun.lower()} from {BRANDS[brand[i]]}. "
+            f"Part of our {display_name(mid)} range in {display_name(top)}, made for {USES[use_pick[i]]}."
+        )
         categories.append(f"{top}|{mid}|{leaf}")
-    items = pd.DataFrame({
-        "item_id": item_ids,
-        "product_name": names,
-        "category": categories,
-        "actual_price": actual_price,
-        "discounted_price": discounted,
-        "discount_percentage": discount,
-        "rating": np.where(rating_count > 0, rating, np.nan),
-        "rating_count": rating_count.astype(np.int64),
-        "about_product": abouts,
-        "arrival_date": _timestamps(arrival_s),
-        "img_link": [image_link(i) for i in item_ids],
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "product_name": names,
+            "category": categories,
+            "actual_price": actual_price,
+            "discounted_price": discounted,
+            "discount_percentage": discount,
+            "rating": np.where(rating_count > 0, rating, np.nan),
+            "rating_count": rating_count.astype(np.int64),
+            "about_product": abouts,
+            "arrival_date": _timestamps(arrival_s),
+            "img_link": [image_link(i) for i in item_ids],
+        }
+    )
     item_mid = leaf_mid[item_leaf]
     bias = cfg.w_pop * popularity + cfg.w_quality * quality + cfg.w_new * recency
     log_price = np.log1p(discounted)
@@ -270,13 +304,15 @@ def _make_users(cfg: GeneratorConfig, rng: np.random.Generator, mid_centroids: n
     signup_s = rng.uniform(0, (END - START).total_seconds() - 60 * DAY_S, cfg.n_users)
     age = np.clip(rng.normal(38, 13, cfg.n_users), 16, 90).astype(np.int32)
     gender = rng.choice(np.array(["F", "M", "X"], dtype=object), size=cfg.n_users, p=[0.48, 0.48, 0.04])
-    users = pd.DataFrame({
-        "user_id": _ids("U", cfg.n_users),
-        "signup_date": _timestamps(signup_s),
-        "preferences": preferences,
-        "age": age,
-        "gender": gender,
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": _ids("U", cfg.n_users),
+            "signup_date": _timestamps(signup_s),
+            "preferences": preferences,
+            "age": age,
+            "gender": gender,
+        }
+    )
     return users, user_factors, pref_bonus, price_sens, signup_s
 
 
@@ -296,11 +332,11 @@ def _sample_rows(weights: np.ndarray, counts: np.ndarray, rng: np.random.Generat
     totals = block_cdf[:, -1:]
     rows = np.repeat(np.arange(n_rows), counts)
     u = rng.random(len(rows))
-    flat = (block_cdf / totals + np.arange(n_rows)[:, None]).ravel()       # rows stacked, increasing
+    flat = (block_cdf / totals + np.arange(n_rows)[:, None]).ravel()  # rows stacked, increasing
     blocks = np.minimum(np.searchsorted(flat, rows + u, side="right") - rows * len(starts), len(starts) - 1)
     below = np.where(blocks > 0, block_cdf[rows, np.maximum(blocks - 1, 0)], 0.0)
-    residual = u * totals[rows, 0] - below                                  # mass still to cover inside the block
-    cols = starts[blocks][:, None] + np.arange(SAMPLE_BLOCK)[None, :]       # [n, BLOCK]
+    residual = u * totals[rows, 0] - below  # mass still to cover inside the block
+    cols = starts[blocks][:, None] + np.arange(SAMPLE_BLOCK)[None, :]  # [n, BLOCK]
     inside = cols < n_items
     within = np.take(weights.ravel(), rows[:, None] * n_items + np.minimum(cols, n_items - 1))
     within[~inside] = 0.0
@@ -309,15 +345,22 @@ def _sample_rows(weights: np.ndarray, counts: np.ndarray, rng: np.random.Generat
     return rows, starts[blocks] + pick
 
 
-def _sample_chunk(oracle: "OracleScorer", item_aug: np.ndarray, rows: np.ndarray, n_affinity: np.ndarray,
-                  n_exposure: np.ndarray, pop_cdf: np.ndarray, seed: np.random.SeedSequence):
+def _sample_chunk(
+    oracle: OracleScorer,
+    item_aug: np.ndarray,
+    rows: np.ndarray,
+    n_affinity: np.ndarray,
+    n_exposure: np.ndarray,
+    pop_cdf: np.ndarray,
+    seed: np.random.SeedSequence,
+):
     """Samples one chunk of users: affinity draws and popularity exposures, with affinity z-scores."""
     rng = np.random.default_rng(seed)
     mean, std = oracle.score_moments(rows)
     user_aug = np.hstack([oracle._user_aug[rows], -mean[:, None].astype(np.float32)])
-    weights = user_aug @ item_aug.T                                         # [B, I] score - user's mean score
+    weights = user_aug @ item_aug.T  # [B, I] score - user's mean score
     np.exp(weights, out=weights)
-    if not np.isfinite(weights).all():                                     # extreme weights: shift by the max instead
+    if not np.isfinite(weights).all():  # extreme weights: shift by the max instead
         weights = oracle.score_rows(rows)
         np.exp(weights - weights.max(1, keepdims=True), out=weights)
     r, c = _sample_rows(weights, n_affinity, rng)
@@ -334,17 +377,26 @@ def generate_dataset(config: GeneratorConfig | None = None, progress: bool = Fal
     """Generates users, items and interactions from the affinity model; deterministic for a seed."""
     cfg = config or GeneratorConfig()
     rng = np.random.default_rng(cfg.seed)
-    items, item_factors, item_mid, item_bias, log_price, arrival_s, mid_centroids, mids, popularity = _make_items(cfg, rng)
+    items, item_factors, item_mid, item_bias, log_price, arrival_s, mid_centroids, mids, popularity = _make_items(
+        cfg, rng
+    )
     users, user_factors, pref_bonus, price_sens, signup_s = _make_users(cfg, rng, mid_centroids, mids)
     oracle = OracleScorer(
-        user_ids=users["user_id"].to_numpy().astype(str), item_ids=items["item_id"].to_numpy().astype(str),
-        user_factors=user_factors.astype(np.float32), item_factors=item_factors.astype(np.float32),
-        user_pref=pref_bonus, item_mid=item_mid.astype(np.int64), item_bias=item_bias.astype(np.float32),
-        user_price_sens=price_sens.astype(np.float32), item_log_price=log_price.astype(np.float32),
+        user_ids=users["user_id"].to_numpy().astype(str),
+        item_ids=items["item_id"].to_numpy().astype(str),
+        user_factors=user_factors.astype(np.float32),
+        item_factors=item_factors.astype(np.float32),
+        user_pref=pref_bonus,
+        item_mid=item_mid.astype(np.int64),
+        item_bias=item_bias.astype(np.float32),
+        user_price_sens=price_sens.astype(np.float32),
+        item_log_price=log_price.astype(np.float32),
     )
 
     activity = rng.lognormal(0.0, 0.8, cfg.n_users)
-    counts = cfg.min_per_user + rng.multinomial(cfg.n_interactions - cfg.min_per_user * cfg.n_users, activity / activity.sum())
+    counts = cfg.min_per_user + rng.multinomial(
+        cfg.n_interactions - cfg.min_per_user * cfg.n_users, activity / activity.sum()
+    )
     n_exposure = rng.binomial(counts, cfg.exposure_share)
     pop_weights = np.exp(cfg.w_pop * popularity - (cfg.w_pop * popularity).max())
     pop_cdf = np.cumsum(pop_weights) / pop_weights.sum()
@@ -355,7 +407,9 @@ def generate_dataset(config: GeneratorConfig | None = None, progress: bool = Fal
 
     def chunk(i: int):
         rows = np.arange(starts[i], min(starts[i] + cfg.chunk_users, cfg.n_users))
-        return _sample_chunk(oracle, item_aug, rows, counts[rows] - n_exposure[rows], n_exposure[rows], pop_cdf, seeds[i])
+        return _sample_chunk(
+            oracle, item_aug, rows, counts[rows] - n_exposure[rows], n_exposure[rows], pop_cdf, seeds[i]
+        )
 
     # numpy releases the GIL in the heavy kernels, so two threads use two cores; results are
     # collected in chunk order and each chunk has its own seed, so output is deterministic.
@@ -399,28 +453,35 @@ def _describe_interactions(cfg, rng, users, items, u_idx, i_idx, z, exposed, sig
     quantity = np.where(np.isin(kind, ["cart", "purchase"]), 1 + rng.poisson(0.3, n), 0).astype(np.int32)
 
     reviewed = kind == "rate"
-    titles = np.array(["Disappointing", "Not great", "It's okay", "Really good", "Excellent, highly recommend"], dtype=object)
-    bodies = np.array([
-        "Broke quickly and did not match the description.",
-        "Works, but the quality is below what I expected for the price.",
-        "Does the job. Nothing special.",
-        "Good quality and arrived quickly. Happy with it.",
-        "Fantastic, exactly what I wanted. Would buy again.",
-    ], dtype=object)
+    titles = np.array(
+        ["Disappointing", "Not great", "It's okay", "Really good", "Excellent, highly recommend"], dtype=object
+    )
+    bodies = np.array(
+        [
+            "Broke quickly and did not match the description.",
+            "Works, but the quality is below what I expected for the price.",
+            "Does the job. Nothing special.",
+            "Good quality and arrived quickly. Happy with it.",
+            "Fantastic, exactly what I wanted. Would buy again.",
+        ],
+        dtype=object,
+    )
     star_idx = np.nan_to_num(rating, nan=3).astype(int) - 1
     user_ids = users["user_id"].to_numpy()
     item_ids = items["item_id"].to_numpy()
-    return pd.DataFrame({
-        "interaction_id": _ids("X", n),
-        "user_id": user_ids[u_idx],
-        "item_id": item_ids[i_idx],
-        "timestamp": _timestamps(t),
-        "interaction_type": kind,
-        "rating": rating,
-        "quantity": pd.Series(quantity, dtype="Int32").mask(quantity == 0),
-        "review_title": np.where(reviewed, titles[star_idx], None),
-        "review_content": np.where(reviewed, bodies[star_idx], None),
-    })
+    return pd.DataFrame(
+        {
+            "interaction_id": _ids("X", n),
+            "user_id": user_ids[u_idx],
+            "item_id": item_ids[i_idx],
+            "timestamp": _timestamps(t),
+            "interaction_type": kind,
+            "rating": rating,
+            "quantity": pd.Series(quantity, dtype="Int32").mask(quantity == 0),
+            "review_title": np.where(reviewed, titles[star_idx], None),
+            "review_content": np.where(reviewed, bodies[star_idx], None),
+        }
+    )
 
 
 def preference_match(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame) -> tuple[float, float]:

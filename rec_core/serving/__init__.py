@@ -82,29 +82,54 @@ class Recommender:
     things created lazily (the query encoders) are created under a lock.
     """
 
-    def __init__(self, items: pd.DataFrame, index: ItemIndex, feature_source: FeatureSource,
-                 config: RecommenderConfig | None = None, encoder=None,
-                 item_text_embeddings: pd.DataFrame | None = None,
-                 item_clip_embeddings: pd.DataFrame | None = None, model_dir: str | None = None,
-                 *, release: dict | None = None, reader: ReleaseReader | None = None):
+    def __init__(
+        self,
+        items: pd.DataFrame,
+        index: ItemIndex,
+        feature_source: FeatureSource,
+        config: RecommenderConfig | None = None,
+        encoder=None,
+        item_text_embeddings: pd.DataFrame | None = None,
+        item_clip_embeddings: pd.DataFrame | None = None,
+        model_dir: str | None = None,
+        *,
+        release: dict | None = None,
+        reader: ReleaseReader | None = None,
+    ):
         """Serves the given tables; `release` (its manifest) and `reader` (which `reload` reads again) are
         what `load` passes when they come from an artifact root."""
         self.config = config or RecommenderConfig()
         faiss.omp_set_num_threads(self.config.faiss_threads)
-        artifacts = ReleaseArtifacts(items, index, feature_source, encoder, item_text_embeddings, item_clip_embeddings,
-                                     model_dir, release)
+        artifacts = ReleaseArtifacts(
+            items, index, feature_source, encoder, item_text_embeddings, item_clip_embeddings, model_dir, release
+        )
         self._live = LiveState(ServingState.build(artifacts, self.config), self.config, reader)
         self._encoders = QueryEncoders(self.config)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, feature_source: FeatureSource | None = None,
-             config: RecommenderConfig | None = None, release: dict | None = None) -> Recommender:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        feature_source: FeatureSource | None = None,
+        config: RecommenderConfig | None = None,
+        release: dict | None = None,
+    ) -> Recommender:
         """Loads the current release of an artifact root (`release`: another manifest of it instead)."""
         config = config or RecommenderConfig()
         reader = ReleaseReader(as_path(path), feature_source)
         a = reader.read(config, release)
-        return cls(a.items, a.index, a.feature_source, config, a.encoder, a.item_text_embeddings,
-                   a.item_clip_embeddings, a.model_dir, release=a.release, reader=reader)
+        return cls(
+            a.items,
+            a.index,
+            a.feature_source,
+            config,
+            a.encoder,
+            a.item_text_embeddings,
+            a.item_clip_embeddings,
+            a.model_dir,
+            release=a.release,
+            reader=reader,
+        )
 
     def reload(self, force: bool = False) -> bool:
         """Swaps in the release (or, without releases, the index) published since the last load; True if it did.
@@ -173,8 +198,9 @@ class Recommender:
         state = self._live.state
         return recommend_user(state, self.config, self._encoders, user_id, checked_k(self.config, k), filters)
 
-    def recommend_for_features(self, features: Mapping | UserProfile, k: int = 10,
-                               filters: Sequence | None = None) -> Recommendations:
+    def recommend_for_features(
+        self, features: Mapping | UserProfile, k: int = 10, filters: Sequence | None = None
+    ) -> Recommendations:
         """Top-k for a user with no history: `features` holds `age`, `gender` and `preferences`
         (category names, a list or a pipe-separated string); any may be missing."""
         state = self._live.state
@@ -187,8 +213,16 @@ class Recommender:
         row = state.index.position_of.get(str(item_id))
         if row is None:
             raise UnknownItemError(f"unknown item '{item_id}'")
-        return ranked(state, self.config, state.index.vectors[row], k, None,
-                      request_rules(filters, self.config.search_filters), "similar", excluded=np.array([row]))
+        return ranked(
+            state,
+            self.config,
+            state.index.vectors[row],
+            k,
+            None,
+            request_rules(filters, self.config.search_filters),
+            "similar",
+            excluded=np.array([row]),
+        )
 
     def search_by_text(self, query: str, k: int = 10, filters: Sequence | None = None) -> Recommendations:
         """Exact product-name matches, then prefix matches, then semantic matches on name and description."""
@@ -200,9 +234,15 @@ class Recommender:
         state = self._live.state
         return image_search(state, self.config, self._encoders, image, checked_k(self.config, k), filters)
 
-    def recommend_batch(self, user_ids: Sequence[str], embeddings: np.ndarray, k: int = 10,
-                        filters: Sequence | None = None, batch_size: int = 65_536,
-                        threads: int | None = None) -> pd.DataFrame:
+    def recommend_batch(
+        self,
+        user_ids: Sequence[str],
+        embeddings: np.ndarray,
+        k: int = 10,
+        filters: Sequence | None = None,
+        batch_size: int = 65_536,
+        threads: int | None = None,
+    ) -> pd.DataFrame:
         """Top-k for many users at once: `user_id`, `top_k_item_ids`, `top_k_scores`; same answers as `recommend`.
 
         Each block of `batch_size` users is one multithreaded index search
@@ -217,8 +257,10 @@ class Recommender:
         k = checked_k(self.config, k)
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)  # [U, dim]
         if embeddings.shape != (len(user_ids), state.index.dim):
-            raise InvalidRequestError(f"embeddings: expected shape [{len(user_ids)}, {state.index.dim}] (one row per "
-                                      f"user id), got {list(embeddings.shape)}")
+            raise InvalidRequestError(
+                f"embeddings: expected shape [{len(user_ids)}, {state.index.dim}] (one row per "
+                f"user id), got {list(embeddings.shape)}"
+            )
         rules = request_rules(filters, self.config.recommend_filters)
         return batch_top_k(state, [str(u) for u in user_ids], embeddings, k, rules, batch_size, threads)
 

@@ -65,10 +65,14 @@ class InMemoryFeatureSource:
         self.profiles = dict(profiles)
 
     @classmethod
-    def from_tables(cls, user_embeddings: pd.DataFrame, users: pd.DataFrame | None,
-                    interactions: pd.DataFrame | None) -> InMemoryFeatureSource:
-        return cls(user_embeddings["user_id"].astype(str).tolist(), embedding_matrix(user_embeddings, "embedding"),
-                   build_profiles(users, interactions))
+    def from_tables(
+        cls, user_embeddings: pd.DataFrame, users: pd.DataFrame | None, interactions: pd.DataFrame | None
+    ) -> InMemoryFeatureSource:
+        return cls(
+            user_embeddings["user_id"].astype(str).tolist(),
+            embedding_matrix(user_embeddings, "embedding"),
+            build_profiles(users, interactions),
+        )
 
     def user_embedding(self, user_id: str) -> np.ndarray | None:
         row = self.row_of.get(user_id)
@@ -121,9 +125,13 @@ class ReleaseCheckedFeatures:
             return vector
         fallback = self.release_vectors.user_embedding(user_id)
         if vector is not None:
-            log.warning("user %s: the feature store's vector comes from model %s, the release serves model %s; "
-                        "using %s", user_id, version or "unknown", self.model_version,
-                        "the release's vector" if fallback is not None else "a cold start")
+            log.warning(
+                "user %s: the feature store's vector comes from model %s, the release serves model %s; using %s",
+                user_id,
+                version or "unknown",
+                self.model_version,
+                "the release's vector" if fallback is not None else "a cold start",
+            )
         return fallback
 
     def user_profile(self, user_id: str) -> UserProfile | None:

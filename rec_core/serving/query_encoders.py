@@ -43,5 +43,6 @@ class QueryEncoders:
                     self._clip = (model, ClipEncoder(model, device=self.config.device))
                 except ClipUnavailableError as exc:
                     raise FeatureUnavailableError(
-                        f"search by image is unavailable: {exc}. {exc.how_to_enable}") from None
+                        f"search by image is unavailable: {exc}. {exc.how_to_enable}"
+                    ) from None
             return self._clip[1]

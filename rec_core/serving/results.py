@@ -79,5 +79,9 @@ class Recommendations(Sequence[RecommendedItem]):
         return [item.item_id for item in self.items]
 
     def to_dict(self) -> dict:
-        return {"items": [item.to_dict() for item in self.items], "requested": self.requested, "reason": self.reason,
-                "release_id": self.release_id}
+        return {
+            "items": [item.to_dict() for item in self.items],
+            "requested": self.requested,
+            "reason": self.reason,
+            "release_id": self.release_id,
+        }

@@ -50,8 +50,9 @@ class TextSearch:
             combined = np.zeros((len(items), dim), np.float32)  # [n_items, text_dim]
             if present.any():
                 found = aligned[present]
-                combined[present] = (name_weight * embedding_matrix(found, "name_embedding")
-                                     + (1 - name_weight) * embedding_matrix(found, "description_embedding"))
+                combined[present] = name_weight * embedding_matrix(found, "name_embedding") + (
+                    1 - name_weight
+                ) * embedding_matrix(found, "description_embedding")
             self._semantic, self._combined = flat_index(combined)
             if "model_id" in embeddings:
                 self.model_name = str(embeddings["model_id"].iloc[0]).split("@")[0]
@@ -100,14 +101,21 @@ class ImageSearch:
         return [(int(self.rows[local]), score) for local, score in found]
 
 
-def text_search(state: ServingState, config: RecommenderConfig, encoders: QueryEncoders, query: str, k: int,
-                filters: Sequence | None) -> Recommendations:
+def text_search(
+    state: ServingState,
+    config: RecommenderConfig,
+    encoders: QueryEncoders,
+    query: str,
+    k: int,
+    filters: Sequence | None,
+) -> Recommendations:
     """Exact product-name matches, then prefix matches, then semantic matches on name and description."""
     if not isinstance(query, str) or not query.strip():
         raise InvalidRequestError("the search query is empty")
     if len(query) > config.max_query_chars:
         raise InvalidRequestError(
-            f"the search query has {len(query)} characters; the limit is {config.max_query_chars}")
+            f"the search query has {len(query)} characters; the limit is {config.max_query_chars}"
+        )
     rules = request_rules(filters, config.search_filters)
     text = state.text
     lexical = [(rows, match) for rows, match in text.lexical(query) if len(rows)]
@@ -121,25 +129,33 @@ def text_search(state: ServingState, config: RecommenderConfig, encoders: QueryE
             picked.append((row, score, match))
             taken.add(row)
     if len(picked) < k and query_vector is not None:
-        result = text.semantic_top(query_vector, k - len(picked), lambda rows: keep_mask(
-            state.attributes, rows, None, rules) & ~np.isin(rows, list(taken)))
+        result = text.semantic_top(
+            query_vector,
+            k - len(picked),
+            lambda rows: keep_mask(state.attributes, rows, None, rules) & ~np.isin(rows, list(taken)),
+        )
         picked += [(row, score, "semantic") for row, score in result]
     reason = None
     if len(picked) < k:
-        reason = ("no text embeddings were materialized, so only name matches are searched"
-                  if query_vector is None else "fewer items pass the filters than requested")
+        reason = (
+            "no text embeddings were materialized, so only name matches are searched"
+            if query_vector is None
+            else "fewer items pass the filters than requested"
+        )
     return as_recommendations(state, picked, k, reason)
 
 
-def image_search(state: ServingState, config: RecommenderConfig, encoders: QueryEncoders, image, k: int,
-                 filters: Sequence | None) -> Recommendations:
+def image_search(
+    state: ServingState, config: RecommenderConfig, encoders: QueryEncoders, image, k: int, filters: Sequence | None
+) -> Recommendations:
     """Items whose CLIP image embedding is closest to `image` (bytes, a file path or a PIL image)."""
     if not state.image.enabled:
         from rec_core.encoders.clip import HOW_TO_ENABLE
 
         raise FeatureUnavailableError(
             "search by image is unavailable: CLIP is disabled (item_clip_embeddings is empty or missing). "
-            + HOW_TO_ENABLE.format(model=config.clip_model or state.image.model_id or "openai/clip-vit-base-patch32"))
+            + HOW_TO_ENABLE.format(model=config.clip_model or state.image.model_id or "openai/clip-vit-base-patch32")
+        )
     picture = read_image(image)
     vector = encoders.clip(state.image.model_id).encode_image([picture])[0]
     rules = request_rules(filters, config.search_filters)

@@ -79,17 +79,29 @@ class ServingState:
     def build(cls, artifacts: ReleaseArtifacts, config: RecommenderConfig) -> ServingState:
         index, feature_source = artifacts.index, artifacts.feature_source
         if not isinstance(feature_source, FeatureSource):
-            raise TypeError(f"feature_source: a {type(feature_source).__name__} is not a FeatureSource "
-                            "(it needs user_embedding(user_id) and user_profile(user_id))")
+            raise TypeError(
+                f"feature_source: a {type(feature_source).__name__} is not a FeatureSource "
+                "(it needs user_embedding(user_id) and user_profile(user_id))"
+            )
         users = feature_source.embeddings if isinstance(feature_source, HoldsUserEmbeddings) else None
         if isinstance(users, np.ndarray) and users.ndim == 2 and len(users) and users.shape[1] != index.dim:
-            raise ValueError(f"user embeddings have {users.shape[1]} dimensions but the item index has {index.dim}; "
-                             "they come from different models: rematerialize user_embeddings and item_index together")
+            raise ValueError(
+                f"user embeddings have {users.shape[1]} dimensions but the item index has {index.dim}; "
+                "they come from different models: rematerialize user_embeddings and item_index together"
+            )
         items = _aligned_items(artifacts.items, index.item_ids)
-        return cls(index, feature_source, artifacts.encoder, artifacts.model_dir, ItemAttributes(items),
-                   {name: _display_column(items, name) for name in DISPLAY_FIELDS}, np.arange(len(index)),
-                   TextSearch(items, artifacts.item_text_embeddings, config.name_weight),
-                   ImageSearch(index.item_ids, artifacts.item_clip_embeddings), artifacts.release)
+        return cls(
+            index,
+            feature_source,
+            artifacts.encoder,
+            artifacts.model_dir,
+            ItemAttributes(items),
+            {name: _display_column(items, name) for name in DISPLAY_FIELDS},
+            np.arange(len(index)),
+            TextSearch(items, artifacts.item_text_embeddings, config.name_weight),
+            ImageSearch(index.item_ids, artifacts.item_clip_embeddings),
+            artifacts.release,
+        )
 
     @property
     def served_marker(self) -> str:
@@ -110,13 +122,17 @@ class ReleaseReader:
         model versions only serves vectors of the release's model (`ReleaseCheckedFeatures`)."""
         release = release or current_release(self.root)
         paths = artifact_paths(self.root, release)
-        table = lambda name, required=False: read_table_file(paths[name], name, required) if name in paths else None
+
+        def table(name, required=False):
+            return read_table_file(paths[name], name, required) if name in paths else None
+
         items = table("items", True)
         index = ItemIndex.load(paths[ITEM_INDEX_DIR])
         feature_source = self.feature_source
         if feature_source is None:
-            feature_source = InMemoryFeatureSource.from_tables(table("user_embeddings", True), table("users"),
-                                                               table("interactions"))
+            feature_source = InMemoryFeatureSource.from_tables(
+                table("user_embeddings", True), table("users"), table("interactions")
+            )
         elif release is not None:  # the release's own vectors: the fallback for vectors of another model
             own = InMemoryFeatureSource.from_tables(table("user_embeddings", True), None, None)
             feature_source = ReleaseCheckedFeatures(feature_source, release["model_version"], own)
@@ -126,8 +142,16 @@ class ReleaseReader:
 
             encoder = TwoTowerEncoder.load(model_dir, device=config.device)
         expected_model_dir = str(model_dir or as_path(self.root) / MODEL_DIR)  # named when a cold start needs it
-        return ReleaseArtifacts(items, index, feature_source, encoder, table("item_text_embeddings"),
-                                table("item_clip_embeddings"), expected_model_dir, release)
+        return ReleaseArtifacts(
+            items,
+            index,
+            feature_source,
+            encoder,
+            table("item_text_embeddings"),
+            table("item_clip_embeddings"),
+            expected_model_dir,
+            release,
+        )
 
 
 class LiveState:
@@ -142,8 +166,10 @@ class LiveState:
     def reload(self, force: bool = False) -> bool:
         """Reads and swaps in the version published since the last read; True if it did (see `Recommender.reload`)."""
         if self.reader is None:
-            raise ValueError("this Recommender was not loaded from an artifact root, so there is nothing to reload; "
-                             "use Recommender.load(root)")
+            raise ValueError(
+                "this Recommender was not loaded from an artifact root, so there is nothing to reload; "
+                "use Recommender.load(root)"
+            )
         with self._lock:
             if not force and published_marker(self.reader.root) == self.state.served_marker:
                 return False
@@ -157,8 +183,10 @@ def _aligned_items(items: pd.DataFrame, item_ids: list[str]) -> pd.DataFrame:
     by_id = by_id.set_index(by_id["item_id"].astype(str).rename("item_key"))
     missing = [i for i in item_ids if i not in by_id.index]
     if missing:
-        raise ValueError(f"item index: {len(missing)} indexed item(s) are not in the items table "
-                         f"(e.g. '{missing[0]}'); rebuild item_index from the current items")
+        raise ValueError(
+            f"item index: {len(missing)} indexed item(s) are not in the items table "
+            f"(e.g. '{missing[0]}'); rebuild item_index from the current items"
+        )
     return by_id.loc[item_ids].reset_index(drop=True)
 
 

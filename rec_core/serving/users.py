@@ -32,8 +32,14 @@ if TYPE_CHECKING:
     from rec_core.serving.state import ServingState
 
 
-def recommend_user(state: ServingState, config: RecommenderConfig, encoders: QueryEncoders, user_id: str, k: int,
-                   filters: Sequence | None) -> Recommendations:
+def recommend_user(
+    state: ServingState,
+    config: RecommenderConfig,
+    encoders: QueryEncoders,
+    user_id: str,
+    k: int,
+    filters: Sequence | None,
+) -> Recommendations:
     """Top-k for a user id of the feature source, cold-started when it has a profile but no embedding."""
     user_id = str(user_id)
     embedding = state.feature_source.user_embedding(user_id)
@@ -45,8 +51,14 @@ def recommend_user(state: ServingState, config: RecommenderConfig, encoders: Que
     return ranked(state, config, embedding, k, profile, request_rules(filters, config.recommend_filters), "model")
 
 
-def recommend_features(state: ServingState, config: RecommenderConfig, encoders: QueryEncoders,
-                       features: Mapping | UserProfile, k: int, filters: Sequence | None) -> Recommendations:
+def recommend_features(
+    state: ServingState,
+    config: RecommenderConfig,
+    encoders: QueryEncoders,
+    features: Mapping | UserProfile,
+    k: int,
+    filters: Sequence | None,
+) -> Recommendations:
     """Top-k for a user described only by `age`, `gender` and `preferences` (any may be missing)."""
     try:
         profile = as_profile(features)
@@ -64,19 +76,25 @@ def encode_cold_user(state: ServingState, encoders: QueryEncoders, profile: User
     if encoder is None:
         raise FeatureUnavailableError(
             f"cold-start recommendations need the two-tower model, which is not in {state.model_dir}; "
-            "materialize two_tower_model")
+            "materialize two_tower_model"
+        )
     age = profile.age
-    if age is not None and (not isinstance(age, (int, float, np.integer)) or not 0 <= age <= 130 or
-                            (isinstance(age, float) and math.isnan(age))):
+    if age is not None and (
+        not isinstance(age, (int, float, np.integer))
+        or not 0 <= age <= 130
+        or (isinstance(age, float) and math.isnan(age))
+    ):
         raise InvalidRequestError(f"age must be a number within 0..130, got {age!r}")
     preferences = "|".join(profile.preferences)
-    users = pd.DataFrame({
-        "user_id": ["__request__"],
-        "signup_date": [pd.Timestamp.now(tz="UTC")],
-        "preferences": [preferences],
-        "age": pd.array([age], dtype="Int32"),
-        "gender": [profile.gender],
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": ["__request__"],
+            "signup_date": [pd.Timestamp.now(tz="UTC")],
+            "preferences": [preferences],
+            "age": pd.array([age], dtype="Int32"),
+            "gender": [profile.gender],
+        }
+    )
     user_text = None
     text_dim = encoder.preprocessing.user_text_dim  # 0: the model was trained without preference text
     if text_dim:
