@@ -49,15 +49,20 @@ class DeviceResource(dg.ConfigurableResource):
 class TextEncoderResource(dg.ConfigurableResource):
     """The sentence-transformers text encoder used for item and user text embeddings."""
 
-    model: str = TextEncoderConfig.model  # name or local path; empty: $REC_TEXT_MODEL, else the packaged all-MiniLM-L6-v2
+    model: str = (
+        TextEncoderConfig.model
+    )  # name or local path; empty: $REC_TEXT_MODEL, else the packaged all-MiniLM-L6-v2
     batch_size: int = TextEncoderConfig.batch_size  # texts per forward pass
     max_seq_length: int = TextEncoderConfig.max_seq_length  # tokens kept per text
 
     def build(self, device: str):
         from rec_core.encoders import TextEncoder, TextEncoderConfig
 
-        return TextEncoder(TextEncoderConfig(model=self.model, device=device, batch_size=self.batch_size,
-                                             max_seq_length=self.max_seq_length))
+        return TextEncoder(
+            TextEncoderConfig(
+                model=self.model, device=device, batch_size=self.batch_size, max_seq_length=self.max_seq_length
+            )
+        )
 
 
 class ClipEncoderResource(dg.ConfigurableResource):

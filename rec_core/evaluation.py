@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import optuna
@@ -57,9 +57,10 @@ EASE_LAMBDAS = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
 
 EASE_MAX_ITEMS = 10_000
 """Above this many items with train interactions EASE keeps the most popular ones. Its time is cubic
-and its memory quadratic in the items fit: on the 1M-interaction synthetic set (2 shared cores) one
-fit took 1.5 s at 5k items, 15 s at 10k and 60 s at 15k (peak RSS 1.2, 2.1, 3.5 GB), times six
-lambdas; 20k would be about 2 minutes a fit and over 5 GB. ALS is the baseline for larger catalogs."""
+and its memory quadratic in the items fit: on the 1M-interaction synthetic set (2 cores) one fit
+took 1.2 s at 5k items, 12 s at 10k, 38 s at 15k and 58 s at 20k, holding about 0.2, 0.9, 2.5 and
+4.4 GB, and tuning fits six lambdas. 10k keeps EASE near a minute and under 1 GB at any catalog
+size; ALS is the baseline for larger catalogs."""
 
 VALIDATION_USERS = 5000
 """Validation users (a fixed seeded sample when there are more) that rank hyperparameters: the
@@ -93,8 +94,9 @@ class RankingTask:
     history: pd.DataFrame  # positive interactions of the input history (all users, for the towers)
 
 
-def build_ranking_task(splits: pd.DataFrame, item_ids: list[str], target: str = "test", max_users: int | None = None,
-                       seed: int = 0) -> RankingTask:
+def build_ranking_task(
+    splits: pd.DataFrame, item_ids: list[str], target: str = "test", max_users: int | None = None, seed: int = 0
+) -> RankingTask:
     """The task of predicting `target`-split positives from the earlier splits' positives.
 
     `max_users` evaluates a fixed random subset of users (for fast per-epoch validation and
@@ -122,16 +124,18 @@ def build_ranking_task(splits: pd.DataFrame, item_ids: list[str], target: str = 
 
     def matrix(kept: np.ndarray) -> sp.csr_matrix:
         kept = kept & evaluated
-        m = sp.csr_matrix((np.ones(int(kept.sum()), np.float32), (row[kept], item_code[kept])),
-                          shape=(len(user_ids), len(item_ids)))
+        m = sp.csr_matrix(
+            (np.ones(int(kept.sum()), np.float32), (row[kept], item_code[kept])), shape=(len(user_ids), len(item_ids))
+        )
         m.data[:] = 1.0  # duplicates collapse to binary
         return m
 
     return RankingTask(list(user_ids), list(item_ids), matrix(in_history), matrix(is_heldout), history)
 
 
-def ranking_metrics(score: ScoreFunction, task: RankingTask, k: int = 10,
-                    batch_bytes: int = SCORE_BATCH_BYTES) -> dict[str, float]:
+def ranking_metrics(
+    score: ScoreFunction, task: RankingTask, k: int = 10, batch_bytes: int = SCORE_BATCH_BYTES
+) -> dict[str, float]:
     """recall@k, capped recall@k, NDCG@k and coverage@k of a score function on a task.
 
     Users are scored in batches of about `batch_bytes` of float32 scores. Hits are looked up
@@ -207,8 +211,13 @@ class EASE:
     restriction: str | None = None  # why EASE left items with train interactions out, if it did
 
     @classmethod
-    def fit(cls, train_matrix: sp.csr_matrix, regularization: float, max_items: int = EASE_MAX_ITEMS,
-            gram: np.ndarray | None = None) -> EASE:
+    def fit(
+        cls,
+        train_matrix: sp.csr_matrix,
+        regularization: float,
+        max_items: int = EASE_MAX_ITEMS,
+        gram: np.ndarray | None = None,
+    ) -> EASE:
         active, restriction = ease_items(train_matrix, max_items)
         if gram is None:
             gram = _gram(train_matrix, active)
@@ -245,8 +254,10 @@ def ease_items(train_matrix: sp.csr_matrix, max_items: int) -> tuple[np.ndarray,
     if len(active) <= max_items:
         return active, None
     kept = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
-    return kept, (f"{len(active)} items have train interactions, above ease_max_items={max_items}: EASE is fit on "
-                  f"the {max_items} most popular (a dense Gram matrix is quadratic in items) and never recommends the rest")
+    return kept, (
+        f"{len(active)} items have train interactions, above ease_max_items={max_items}: EASE is fit on "
+        f"the {max_items} most popular (a dense Gram matrix is quadratic in items) and never recommends the rest"
+    )
 
 
 def _gram(train_matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
@@ -254,9 +265,14 @@ def _gram(train_matrix: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
     return (x.T @ x).toarray().astype(np.float32, copy=False)
 
 
-def tune_ease(train: pd.DataFrame, validation_task: RankingTask, k: int = 10,
-              lambdas: tuple[float, ...] = EASE_LAMBDAS, max_items: int = EASE_MAX_ITEMS,
-              progress: Progress | None = None) -> tuple[EASE, dict[float, float]]:
+def tune_ease(
+    train: pd.DataFrame,
+    validation_task: RankingTask,
+    k: int = 10,
+    lambdas: tuple[float, ...] = EASE_LAMBDAS,
+    max_items: int = EASE_MAX_ITEMS,
+    progress: Progress | None = None,
+) -> tuple[EASE, dict[float, float]]:
     """Fits EASE on train positives for each lambda (each reported to `progress`); keeps the best validation recall@k."""
     matrix = interaction_matrix(train, validation_task.item_ids)
     gram = _gram(matrix, ease_items(matrix, max_items)[0])
@@ -280,19 +296,31 @@ class ALS:
     model: AlternatingLeastSquares
 
     @classmethod
-    def fit(cls, train_matrix: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int,
-            seed: int = 0) -> ALS:
+    def fit(
+        cls,
+        train_matrix: sp.csr_matrix,
+        factors: int,
+        regularization: float,
+        alpha: float,
+        iterations: int,
+        seed: int = 0,
+    ) -> ALS:
         with threadpool_limits(1, "blas"):  # implicit parallelizes itself; threaded BLAS inside it only contends
-            model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                            iterations=iterations, random_state=seed)
+            model = AlternatingLeastSquares(
+                factors=factors, regularization=regularization, alpha=alpha, iterations=iterations, random_state=seed
+            )
             model.fit(train_matrix, show_progress=False)
         return cls(model)
 
     @property
     def params(self) -> dict[str, float]:
         m = self.model
-        return {"als_factors": float(m.factors), "als_regularization": float(m.regularization),
-                "als_alpha": float(m.alpha), "als_iterations": float(m.iterations)}
+        return {
+            "als_factors": float(m.factors),
+            "als_regularization": float(m.regularization),
+            "als_alpha": float(m.alpha),
+            "als_iterations": float(m.iterations),
+        }
 
     def scorer(self, task: RankingTask) -> ScoreFunction:
         item_factors = self.model.item_factors  # [n_items, factors]
@@ -303,8 +331,14 @@ class ALS:
         return lambda rows: user_factors[rows] @ item_factors.T
 
 
-def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, trials: int = ALS_TRIALS,
-             seed: int = 0, progress: Progress | None = None) -> tuple[ALS, list[dict[str, float]]]:
+def tune_als(
+    train: pd.DataFrame,
+    validation_task: RankingTask,
+    k: int = 10,
+    trials: int = ALS_TRIALS,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[ALS, list[dict[str, float]]]:
     """Fits ALS on train positives `trials` times (seeded TPE, each reported to `progress`); keeps the best validation recall@k.
 
     Returns the best model (already fit on train, so it is scored on test as is) and every trial's
@@ -326,9 +360,14 @@ def tune_als(train: pd.DataFrame, validation_task: RankingTask, k: int = 10, tri
     # of each other while 50 cost 2.5 times as much.
     def objective(trial: optuna.Trial) -> float:
         alpha = trial.suggest_float("alpha", 1.0, 100.0, log=True)
-        model = ALS.fit(matrix, factors=trial.suggest_categorical("factors", ALS_FACTORS),
-                        regularization=alpha * trial.suggest_float("regularization_over_alpha", 0.03, 30.0, log=True),
-                        alpha=alpha, iterations=trial.suggest_int("iterations", 10, 30, step=5), seed=seed)
+        model = ALS.fit(
+            matrix,
+            factors=trial.suggest_categorical("factors", ALS_FACTORS),
+            regularization=alpha * trial.suggest_float("regularization_over_alpha", 0.03, 30.0, log=True),
+            alpha=alpha,
+            iterations=trial.suggest_int("iterations", 10, 30, step=5),
+            seed=seed,
+        )
         recall = ranking_metrics(model.scorer(validation_task), validation_task, k)[f"recall_at_{k}"]
         if not best or recall > best["recall"]:
             best.update(model=model, recall=recall)
@@ -365,9 +404,15 @@ def baseline_table(results: dict[str, dict[str, float]], k: int = 10) -> str:
 
 
 # ---- the two-tower on a task, and the full comparison ----------------------------------------
-def two_tower_scorer(encoder, users: pd.DataFrame, items: pd.DataFrame, task: RankingTask,
-                     item_text_embeddings: pd.DataFrame | None = None, user_text_embeddings: pd.DataFrame | None = None,
-                     item_clip_embeddings: pd.DataFrame | None = None) -> ScoreFunction:
+def two_tower_scorer(
+    encoder,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    task: RankingTask,
+    item_text_embeddings: pd.DataFrame | None = None,
+    user_text_embeddings: pd.DataFrame | None = None,
+    item_clip_embeddings: pd.DataFrame | None = None,
+) -> ScoreFunction:
     """Scores of a `rec_core.inference.TwoTowerEncoder`: users encoded from the task's history."""
     item_ids, item_vectors = encoder.encode_items(items, item_text_embeddings, item_clip_embeddings)
     item_vectors = item_vectors[pd.Index(item_ids, dtype=object).get_indexer(task.item_ids)]  # [n_items, D]
@@ -385,21 +430,32 @@ def test_split_scores(encoder, data: DataBundle, k: int = 10) -> dict[str, dict[
     full comparison reuses rather than scoring the same model twice."""
     test = _test_task(data)
     return {
-        "two_tower": ranking_metrics(two_tower_scorer(encoder, data.users, data.items, test, **data.embeddings()), test, k),
+        "two_tower": ranking_metrics(
+            two_tower_scorer(encoder, data.users, data.items, test, **data.embeddings()), test, k
+        ),
         "popularity": ranking_metrics(popularity_scorer(data.split("train"), test), test, k),
     }
 
 
 def _test_task(data: DataBundle) -> RankingTask:
     """The test task of every model: the same users (at most `MAX_TEST_USERS`, seeded) for the gate and the comparison."""
-    return build_ranking_task(data.interaction_splits, data.items["item_id"].astype(str).tolist(), "test", MAX_TEST_USERS)
+    return build_ranking_task(
+        data.interaction_splits, data.items["item_id"].astype(str).tolist(), "test", MAX_TEST_USERS
+    )
 
 
-def compare_with_baselines(encoder, data: DataBundle, oracle=None, k: int = 10,
-                           ease_lambdas: tuple[float, ...] = EASE_LAMBDAS, ease_max_items: int = EASE_MAX_ITEMS,
-                           als_trials: int = ALS_TRIALS, seed: int = 0,
-                           test_scores: dict[str, dict[str, float]] | None = None,
-                           progress: Progress | None = None) -> dict[str, dict[str, float | str]]:
+def compare_with_baselines(
+    encoder,
+    data: DataBundle,
+    oracle=None,
+    k: int = 10,
+    ease_lambdas: tuple[float, ...] = EASE_LAMBDAS,
+    ease_max_items: int = EASE_MAX_ITEMS,
+    als_trials: int = ALS_TRIALS,
+    seed: int = 0,
+    test_scores: dict[str, dict[str, float]] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, dict[str, float | str]]:
     """Test-split metrics of the two-tower, popularity, EASE and ALS (tuned on validation) and the oracle.
 
     All models learn from the train split only and rank from the same train + validation
@@ -416,10 +472,18 @@ def compare_with_baselines(encoder, data: DataBundle, oracle=None, k: int = 10,
     train = data.split("train")
     test = _test_task(data)
     validation = build_ranking_task(data.interaction_splits, item_ids, "validation", VALIDATION_USERS, seed)
-    ease, _ = tune_ease(train, validation, k, ease_lambdas, ease_max_items,  # the recall per lambda is in tune_ease's result
-                        progress.stage("EASE", unit="lambdas"))
+    ease, _ = tune_ease(
+        train,
+        validation,
+        k,
+        ease_lambdas,
+        ease_max_items,  # the recall per lambda is in tune_ease's result
+        progress.stage("EASE", unit="lambdas"),
+    )
     results["ease"] = ranking_metrics(ease.scorer(test), test, k) | {
-        "ease_lambda": ease.regularization, "ease_items": float(len(ease.active_items))}
+        "ease_lambda": ease.regularization,
+        "ease_items": float(len(ease.active_items)),
+    }
     if ease.restriction is not None:
         log.warning("EASE: %s", ease.restriction)
         results["ease"]["ease_restriction"] = ease.restriction
@@ -427,8 +491,11 @@ def compare_with_baselines(encoder, data: DataBundle, oracle=None, k: int = 10,
     als, trials = tune_als(train, validation, k, als_trials, seed, progress.stage("ALS", unit="trials"))
     tuning_seconds = time.perf_counter() - started
     log.info("ALS: %d trials in %.1f s, chosen %s", len(trials), tuning_seconds, als.params)
-    results["als"] = ranking_metrics(als.scorer(test), test, k) | als.params | {
-        "als_trials": float(len(trials)), "als_tuning_s": tuning_seconds}
+    results["als"] = (
+        ranking_metrics(als.scorer(test), test, k)
+        | als.params
+        | {"als_trials": float(len(trials)), "als_tuning_s": tuning_seconds}
+    )
     if oracle is not None:
         results["oracle"] = ranking_metrics(oracle_scorer(oracle, test), test, k)
     return results

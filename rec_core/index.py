@@ -33,9 +33,9 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
 
 import faiss
 import numpy as np
@@ -56,8 +56,44 @@ ExcludedPairs = tuple[np.ndarray, np.ndarray]
 BATCH_CHUNK = 8192
 """Queries per task in `search_batch`: bounds the memory of one scan (queries gathered per probed cell)."""
 
-NPROBE_LADDER = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
-                 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+NPROBE_LADDER = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    10,
+    12,
+    14,
+    16,
+    20,
+    24,
+    28,
+    32,
+    40,
+    48,
+    56,
+    64,
+    80,
+    96,
+    112,
+    128,
+    160,
+    192,
+    224,
+    256,
+    320,
+    384,
+    448,
+    512,
+    640,
+    768,
+    896,
+    1024,
+)
 """nprobe values tried at build time, smallest first. Each is at most 1.25x the last, so the chosen
 value scans at most a quarter more cells than the target needs (every query pays for that
 overshoot; a try is one batched search of the sample queries, paid once)."""
@@ -97,8 +133,14 @@ class IndexBuildReport:
 class ItemIndex:
     """Top-k inner-product search over item vectors; rows are positions in `item_ids`."""
 
-    def __init__(self, item_ids: list[str], vectors: np.ndarray, index: faiss.Index, report: IndexBuildReport,
-                 config: IndexConfig):
+    def __init__(
+        self,
+        item_ids: list[str],
+        vectors: np.ndarray,
+        index: faiss.Index,
+        report: IndexBuildReport,
+        config: IndexConfig,
+    ):
         self.item_ids = list(item_ids)
         self.vectors = vectors  # [n_items, dim] float32
         self.index = index
@@ -119,8 +161,13 @@ class ItemIndex:
 
     # ---- building -----------------------------------------------------------------------
     @classmethod
-    def build(cls, item_ids: list[str], vectors: np.ndarray, config: IndexConfig | None = None,
-              recall_queries: np.ndarray | None = None) -> "ItemIndex":
+    def build(
+        cls,
+        item_ids: list[str],
+        vectors: np.ndarray,
+        config: IndexConfig | None = None,
+        recall_queries: np.ndarray | None = None,
+    ) -> ItemIndex:
         """Indexes `vectors` ([n, dim], one row per id) and measures recall against exact search.
 
         `recall_queries` ([q, dim], e.g. user embeddings) are the queries recall is measured on;
@@ -136,14 +183,21 @@ class ItemIndex:
             index.add(vectors)
             report = IndexBuildReport("flat_ip", n, dim, 1.0, config.recall_k, 0, time.perf_counter() - started)
             return cls(item_ids, vectors, index, report, config)
-        n_lists = max(1, min(n // 39, round(config.lists_per_sqrt_item * math.sqrt(n))))  # k-means wants >= 39 points per cell
+        n_lists = max(
+            1, min(n // 39, round(config.lists_per_sqrt_item * math.sqrt(n)))
+        )  # k-means wants >= 39 points per cell
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, n_lists, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = config.seed
         with faiss_threads(os.cpu_count() or 1):
             index.train(vectors)
             index.add(vectors)
-        built = cls(item_ids, vectors, index, IndexBuildReport("ivf_flat_ip", n, dim, float("nan"), config.recall_k, 0,
-                                                               0.0, n_lists), config)
+        built = cls(
+            item_ids,
+            vectors,
+            index,
+            IndexBuildReport("ivf_flat_ip", n, dim, float("nan"), config.recall_k, 0, 0.0, n_lists),
+            config,
+        )
         built._tune_nprobe(_recall_queries(vectors, recall_queries, config))
         built.report.build_seconds = time.perf_counter() - started
         return built
@@ -154,7 +208,9 @@ class ItemIndex:
         truth = self._exact_top(queries, k)
         n_lists = self.index.nlist
         tried: dict[str, float] = {}
-        for nprobe in [p for p in NPROBE_LADDER if p < min(n_lists, self.config.max_nprobe)] + [min(n_lists, self.config.max_nprobe)]:
+        for nprobe in [p for p in NPROBE_LADDER if p < min(n_lists, self.config.max_nprobe)] + [
+            min(n_lists, self.config.max_nprobe)
+        ]:
             self.index.nprobe = nprobe
             tried[str(nprobe)] = _recall(truth, self.search_batch(queries, k)[1])
             if tried[str(nprobe)] >= self.config.target_recall:
@@ -187,8 +243,14 @@ class ItemIndex:
         k = max(1, min(int(k), len(self)))
         return self.index.search(queries, k)
 
-    def search_batch(self, queries: np.ndarray, k: int, threads: int | None = None, allowed: np.ndarray | None = None,
-                     excluded: ExcludedPairs | Callable[[], ExcludedPairs] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        k: int,
+        threads: int | None = None,
+        allowed: np.ndarray | None = None,
+        excluded: ExcludedPairs | Callable[[], ExcludedPairs] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`search` for many queries at once, on `threads` threads (default: every core), with filters.
 
         Returns each query's top-k among its candidates (the probed cells; the whole catalog when
@@ -224,8 +286,9 @@ class ItemIndex:
             for start in range(0, len(queries), BATCH_CHUNK):
                 chunk = slice(start, start + BATCH_CHUNK)
                 lo, hi = np.searchsorted(ex_queries, (start, start + len(probes[chunk])))
-                scores[chunk], rows[chunk] = cells.top_k(queries[chunk], probes[chunk], k, ex_queries[lo:hi] - start,
-                                                         ex_rows[lo:hi], pool, threads)
+                scores[chunk], rows[chunk] = cells.top_k(
+                    queries[chunk], probes[chunk], k, ex_queries[lo:hi] - start, ex_rows[lo:hi], pool, threads
+                )
         return scores, rows
 
     def _probes(self, queries: np.ndarray, threads: int) -> np.ndarray:
@@ -243,8 +306,9 @@ class ItemIndex:
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
         scores = np.empty(len(self), dtype=np.float32)
-        faiss.fvec_inner_products_ny(faiss.swig_ptr(scores), faiss.swig_ptr(query), faiss.swig_ptr(self.vectors),
-                                     self.dim, len(self))
+        faiss.fvec_inner_products_ny(
+            faiss.swig_ptr(scores), faiss.swig_ptr(query), faiss.swig_ptr(self.vectors), self.dim, len(self)
+        )
         return scores
 
     def search_allowed(self, query: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -288,7 +352,7 @@ class ItemIndex:
         publish_files(path, files)  # the report goes last: on object storage its presence marks completion
 
     @classmethod
-    def load(cls, path: str | os.PathLike, attempts: int = 3) -> "ItemIndex":
+    def load(cls, path: str | os.PathLike, attempts: int = 3) -> ItemIndex:
         """Reads an index directory; if a new version is swapped in while reading, reads again.
 
         The build report is read before and after the other files: the same `build_id` both
@@ -310,13 +374,17 @@ class ItemIndex:
                     time.sleep(SWAP_RETRY_S * (attempt + 1))  # a swap in progress: the new version is being renamed in
                     continue
                 if missing:
-                    raise FileNotFoundError(f"{path}: not a complete item index (missing {', '.join(missing)}); "
-                                            "materialize the item_index asset") from None
+                    raise FileNotFoundError(
+                        f"{path}: not a complete item index (missing {', '.join(missing)}); "
+                        "materialize the item_index asset"
+                    ) from None
                 continue  # the old version was removed mid-read: read the new one
             if before.get("build_id") != after.get("build_id"):
                 continue
             if index.ntotal != len(item_ids) or len(vectors) != len(item_ids):
-                raise ValueError(f"{path}: index has {index.ntotal} rows, {len(item_ids)} ids and {len(vectors)} vectors")
+                raise ValueError(
+                    f"{path}: index has {index.ntotal} rows, {len(item_ids)} ids and {len(vectors)} vectors"
+                )
             known = {f.name for f in fields(IndexConfig)}
             config = IndexConfig(**{key: value for key, value in after.pop("config").items() if key in known})
             if isinstance(index, faiss.IndexIVF):

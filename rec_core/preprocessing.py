@@ -137,12 +137,21 @@ class FittedPreprocessing:
         item_clip_embeddings: pd.DataFrame | None = None,
     ) -> ItemFeatures:
         ids = items["item_id"].astype(str).tolist()
-        numerical = _standardize(_item_numerical_raw(items, self.reference_time_s), self.item_numerical_mean, self.item_numerical_std)
+        numerical = _standardize(
+            _item_numerical_raw(items, self.reference_time_s), self.item_numerical_mean, self.item_numerical_std
+        )
         levels = _category_levels(items["category"], self.config.category_levels)
-        categorical = np.stack(
-            [_encode(level, self._lookup(f"level{j}", vocab)) for j, (level, vocab) in enumerate(zip(levels, self.category_vocabularies, strict=True))],
-            axis=1,
-        ) if levels else np.zeros((len(items), 0), np.int64)
+        categorical = (
+            np.stack(
+                [
+                    _encode(level, self._lookup(f"level{j}", vocab))
+                    for j, (level, vocab) in enumerate(zip(levels, self.category_vocabularies, strict=True))
+                ],
+                axis=1,
+            )
+            if levels
+            else np.zeros((len(items), 0), np.int64)
+        )
         tokens = self._encode_nodes(items["category"])
         text = None
         if self.item_text_dim:
@@ -152,7 +161,9 @@ class FittedPreprocessing:
             text = torch.from_numpy(np.concatenate([name, description], axis=1))
         image = None
         if self.item_image_dim:
-            image = torch.from_numpy(_aligned_embeddings(ids, item_clip_embeddings, "item_id", "clip_embedding", self.item_image_dim))
+            image = torch.from_numpy(
+                _aligned_embeddings(ids, item_clip_embeddings, "item_id", "clip_embedding", self.item_image_dim)
+            )
         return ItemFeatures(
             ids=ids,
             id_index=torch.from_numpy(self.item_id_index(ids)),
@@ -217,7 +228,9 @@ class FittedPreprocessing:
     def from_json(cls, text: str) -> FittedPreprocessing:
         state = json.loads(text)
         if state.get("version") != PREPROCESSING_VERSION:
-            raise ValueError(f"preprocessing version {state.get('version')} is not supported (expected {PREPROCESSING_VERSION})")
+            raise ValueError(
+                f"preprocessing version {state.get('version')} is not supported (expected {PREPROCESSING_VERSION})"
+            )
         state["config"] = PreprocessingConfig(**state["config"])
         return cls(**state)
 
@@ -337,7 +350,9 @@ def _item_numerical_raw(items: pd.DataFrame, reference_time_s: float) -> np.ndar
         np.log1p(pd.to_numeric(items["rating_count"], errors="coerce").astype(float).clip(lower=0)),
         np.log1p(age_days),
     ]
-    return np.stack([np.asarray(c, np.float64) for c in columns], axis=1).reshape(len(items), len(ITEM_NUMERICAL_COLUMNS))
+    return np.stack([np.asarray(c, np.float64) for c in columns], axis=1).reshape(
+        len(items), len(ITEM_NUMERICAL_COLUMNS)
+    )
 
 
 def _user_numerical_raw(users: pd.DataFrame) -> np.ndarray:
@@ -347,7 +362,9 @@ def _user_numerical_raw(users: pd.DataFrame) -> np.ndarray:
         age.isna().astype(float),
         pd.Series([len(split_pipe(p)) for p in users["preferences"]], dtype=float),
     ]
-    return np.stack([np.asarray(c, np.float64) for c in columns], axis=1).reshape(len(users), len(USER_NUMERICAL_COLUMNS))
+    return np.stack([np.asarray(c, np.float64) for c in columns], axis=1).reshape(
+        len(users), len(USER_NUMERICAL_COLUMNS)
+    )
 
 
 def _age_bucket(age: pd.Series) -> np.ndarray:
@@ -409,7 +426,9 @@ def _aligned_embeddings(ids: list[str], table: pd.DataFrame | None, key: str, co
         values = table[column].to_numpy()[rows[present].to_numpy(np.int64)]
         sizes = {np.size(v) for v in values}
         if sizes != {dim}:
-            raise ValueError(f"{column}: embeddings have {', '.join(map(str, sorted(sizes)))} dimensions, the model was fitted with {dim}")
+            raise ValueError(
+                f"{column}: embeddings have {', '.join(map(str, sorted(sizes)))} dimensions, the model was fitted with {dim}"
+            )
         stacked = np.stack([np.asarray(v, np.float32).reshape(dim) for v in values])
         stacked[~np.isfinite(stacked).all(axis=1)] = 0.0  # a corrupt (NaN/inf) vector counts as missing
         out[present] = stacked

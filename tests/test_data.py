@@ -17,8 +17,8 @@ from rec_core.generation.synthetic import GeneratorConfig, OracleScorer, generat
 from rec_core.storage import read_input_table, write_parquet
 from tests.conftest import FIXTURES, MOVIELENS_SMALL
 
-
 # --- schemas and validation -------------------------------------------------------------
+
 
 def test_schemas_document_every_column():
     for schema in (USERS_SCHEMA, ITEMS_SCHEMA, INTERACTIONS_SCHEMA):
@@ -28,8 +28,11 @@ def test_schemas_document_every_column():
 
 
 def test_generated_tables_conform(small_dataset):
-    for frame, kind in ((small_dataset.users, "users"), (small_dataset.items, "items"),
-                        (small_dataset.interactions, "interactions")):
+    for frame, kind in (
+        (small_dataset.users, "users"),
+        (small_dataset.items, "items"),
+        (small_dataset.interactions, "interactions"),
+    ):
         table = conform(frame, kind, kind)
         assert table.num_rows == len(frame)
     check_references(small_dataset.interactions, small_dataset.users, small_dataset.items, "generated")
@@ -117,13 +120,14 @@ def test_write_is_atomic_on_failure(tmp_path, small_dataset):
     write_parquet(small_dataset.users, target)
     before = target.read_bytes()
 
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError):
         write_parquet("not a table", target)  # fails inside the write
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["users.parquet"]
 
 
 # --- the synthetic generator -------------------------------------------------------------
+
 
 def test_generator_is_deterministic():
     config = GeneratorConfig(n_users=50, n_items=120, n_interactions=1_000, seed=3)
@@ -210,16 +214,38 @@ def test_oracle_round_trips(tmp_path, small_dataset):
 
 def test_generator_cli(tmp_path):
     out = tmp_path / "gen"
-    subprocess.run([sys.executable, "-m", "rec_core.generation.dataset_gen_amazon", "--n_users", "40", "--n_items", "90",
-                    "--n_interactions", "600", "--seed", "1", "--output", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rec_core.generation.dataset_gen_amazon",
+            "--n_users",
+            "40",
+            "--n_items",
+            "90",
+            "--n_interactions",
+            "600",
+            "--seed",
+            "1",
+            "--output",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     names = {p.name for p in out.iterdir()}
-    assert {"recommendation_users.parquet", "recommendation_items.parquet", "recommendation_interactions.parquet",
-            "category_tree.json"} <= names
+    assert {
+        "recommendation_users.parquet",
+        "recommendation_items.parquet",
+        "recommendation_interactions.parquet",
+        "category_tree.json",
+    } <= names
     users, items, interactions = load_dataset(out)
     assert (len(users), len(items), len(interactions)) == (40, 90, 600)
 
 
 # --- real data ----------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(not MOVIELENS_SMALL.exists(), reason="shared MovieLens copy not present")
 def test_movielens_latest_small():
@@ -247,7 +273,9 @@ def test_amazon_layout():
     assert cable["discount_percentage"] == 64.0 and cable["rating_count"] == 24269
     assert len(interactions) == 4 and len(users) == 3
     assert interactions.loc[interactions["item_id"] == "B07JW9H4J1", "review_title"].tolist() == [
-        "Satisfied", "Charging is really fast"]
+        "Satisfied",
+        "Charging is really fast",
+    ]
 
 
 def test_movielens_bad_ratings_file(tmp_path):
@@ -259,6 +287,7 @@ def test_movielens_bad_ratings_file(tmp_path):
 
 
 # --- splits -------------------------------------------------------------------------------
+
 
 def test_time_split_holds_out_the_latest(small_dataset):
     splits = split_interactions(small_dataset.interactions, method="time")
@@ -274,8 +303,11 @@ def test_time_split_holds_out_the_latest(small_dataset):
 def test_time_split_breaks_ties_by_interaction_id_as_text():
     # each user has 5 interactions, 3 of them at the same (latest) second: their ids, compared as text
     # ("10" < "100" < "9", numbers too), decide which of those are held out, whatever the row order
-    rows = [(user, ident, second) for user, ids in (("a", ("a10", "a9", "a100", "a1", "a2")), ("b", (10, 9, 100, 1, 2)))
-            for ident, second in zip(ids, (3, 3, 3, 1, 2), strict=True)]
+    rows = [
+        (user, ident, second)
+        for user, ids in (("a", ("a10", "a9", "a100", "a1", "a2")), ("b", (10, 9, 100, 1, 2)))
+        for ident, second in zip(ids, (3, 3, 3, 1, 2), strict=True)
+    ]
     frame = pd.DataFrame(rows, columns=["user_id", "interaction_id", "seconds"]).sample(frac=1.0, random_state=0)
     frame["timestamp"] = pd.to_datetime(frame["seconds"], unit="s", utc=True)
     splits = split_interactions(frame, method="time", test_fraction=0.4, validation_fraction=0.2)
@@ -298,7 +330,7 @@ def test_two_level_sampling_matches_the_distribution():
     from rec_core.generation.synthetic import _sample_rows
 
     rng = np.random.default_rng(0)
-    weights = rng.random((3, 300)).astype(np.float32) ** 4     # uneven, not a multiple of the block size
+    weights = rng.random((3, 300)).astype(np.float32) ** 4  # uneven, not a multiple of the block size
     rows, cols = _sample_rows(weights.copy(), np.array([60_000, 60_000, 60_000]), rng)
     for r in range(3):
         observed = np.bincount(cols[rows == r], minlength=300) / 60_000

@@ -32,16 +32,25 @@ def _task(seen: list[list[int]], heldout: list[list[int]], n_items: int) -> Rank
         c = [col for cols in rows for col in cols]
         return sp.csr_matrix((np.ones(len(r), np.float32), (r, c)), shape=(len(rows), n_items))
 
-    return RankingTask([f"u{i}" for i in range(len(seen))], [f"i{j}" for j in range(n_items)], matrix(seen), matrix(heldout),
-                       pd.DataFrame())
+    return RankingTask(
+        [f"u{i}" for i in range(len(seen))],
+        [f"i{j}" for j in range(n_items)],
+        matrix(seen),
+        matrix(heldout),
+        pd.DataFrame(),
+    )
 
 
 def test_metrics_match_hand_computation():
     # user 0 has seen item 0 (excluded even though it scores highest); held out: items 1, 4
     # user 1 has seen nothing; held out: item 3
     task = _task(seen=[[0], []], heldout=[[1, 4], [3]], n_items=6)
-    scores = np.array([[9.0, 8.0, 7.0, 6.0, 0.0, 0.0],   # top 2 after exclusion: 1, 2 -> one hit at rank 1
-                       [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])  # top 2: 5, 4 -> no hit
+    scores = np.array(
+        [
+            [9.0, 8.0, 7.0, 6.0, 0.0, 0.0],  # top 2 after exclusion: 1, 2 -> one hit at rank 1
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        ]
+    )  # top 2: 5, 4 -> no hit
     m = ranking_metrics(lambda rows: scores[rows], task, k=2)
     assert m["recall_at_2"] == pytest.approx((1 / 2 + 0) / 2)
     assert m["recall_capped_at_2"] == pytest.approx((1 / 2 + 0) / 2)
@@ -54,13 +63,15 @@ def test_metrics_match_hand_computation():
 
 
 def test_ranking_task_drops_reinteractions_and_users_without_heldout():
-    frame = pd.DataFrame({
-        "user_id": ["a", "a", "a", "b", "b", "c"],
-        "item_id": ["x", "y", "x", "y", "z", "z"],
-        "interaction_type": ["purchase", "cart", "rate", "negative_view", "purchase", "purchase"],
-        "split": ["train", "train", "test", "test", "train", "train"],
-        "timestamp": pd.to_datetime([0, 1, 2, 3, 4, 5], unit="s", utc=True),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": ["x", "y", "x", "y", "z", "z"],
+            "interaction_type": ["purchase", "cart", "rate", "negative_view", "purchase", "purchase"],
+            "split": ["train", "train", "test", "test", "train", "train"],
+            "timestamp": pd.to_datetime([0, 1, 2, 3, 4, 5], unit="s", utc=True),
+        }
+    )
     task = build_ranking_task(frame, ["x", "y", "z"], "test")
     # a's test item x was already seen; b's test row is a negative view; c has no test rows
     assert task.user_ids == []
@@ -75,8 +86,11 @@ def _reference_task(frame: pd.DataFrame, item_ids: list[str], target: str) -> tu
     rows = list(zip(frame["user_id"], frame["item_id"], frame["interaction_type"], frame["split"], strict=True))
     earlier = {"validation": {"train"}, "test": {"train", "validation"}}[target]
     history = {(u, i) for u, i, kind, s in rows if kind in POSITIVE_INTERACTION_TYPES and s in earlier}
-    heldout = {(u, i) for u, i, kind, s in rows
-               if kind in POSITIVE_INTERACTION_TYPES and s == target and i in set(item_ids) and (u, i) not in history}
+    heldout = {
+        (u, i)
+        for u, i, kind, s in rows
+        if kind in POSITIVE_INTERACTION_TYPES and s == target and i in set(item_ids) and (u, i) not in history
+    }
     users = sorted({u for u, _ in heldout})
     seen = {(u, i) for u, i in history if u in set(users) and i in set(item_ids)}
     return users, seen, heldout
@@ -91,13 +105,15 @@ def _pairs(task: RankingTask, matrix: sp.csr_matrix) -> set:
 def test_ranking_task_matches_a_pair_by_pair_reference(target):
     rng = np.random.default_rng(3)
     n = 3000
-    frame = pd.DataFrame({
-        "user_id": [f"u{v}" for v in rng.integers(0, 150, n)],
-        "item_id": [f"i{v}" for v in rng.integers(0, 60, n)],  # i50..i59 are not in the catalog
-        "interaction_type": rng.choice(["purchase", "cart", "rate", "negative_view"], n),
-        "split": rng.choice(["train", "validation", "test"], n, p=[0.6, 0.15, 0.25]),
-        "timestamp": pd.to_datetime(np.arange(n), unit="s", utc=True),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": [f"u{v}" for v in rng.integers(0, 150, n)],
+            "item_id": [f"i{v}" for v in rng.integers(0, 60, n)],  # i50..i59 are not in the catalog
+            "interaction_type": rng.choice(["purchase", "cart", "rate", "negative_view"], n),
+            "split": rng.choice(["train", "validation", "test"], n, p=[0.6, 0.15, 0.25]),
+            "timestamp": pd.to_datetime(np.arange(n), unit="s", utc=True),
+        }
+    )
     item_ids = [f"i{v}" for v in range(50)][::-1]  # catalog order is not id order
     task = build_ranking_task(frame, item_ids, target)
     users, seen, heldout = _reference_task(frame, item_ids, target)
@@ -105,7 +121,9 @@ def test_ranking_task_matches_a_pair_by_pair_reference(target):
     assert _pairs(task, task.seen) == seen and _pairs(task, task.heldout) == heldout
     assert set(task.seen.data) == set(task.heldout.data) == {1.0}
     sample = build_ranking_task(frame, item_ids, target, max_users=40, seed=1)
-    assert len(sample.user_ids) == 40 and set(sample.user_ids) <= set(users) and sample.user_ids == sorted(sample.user_ids)
+    assert (
+        len(sample.user_ids) == 40 and set(sample.user_ids) <= set(users) and sample.user_ids == sorted(sample.user_ids)
+    )
     assert _pairs(sample, sample.heldout) == {(u, i) for u, i in heldout if u in set(sample.user_ids)}
     assert build_ranking_task(frame, item_ids, target, max_users=40, seed=1).user_ids == sample.user_ids
 
@@ -114,11 +132,13 @@ def test_metrics_do_not_depend_on_the_batch_size_and_leave_the_scorer_alone():
     rng = np.random.default_rng(0)
     n_users, n_items = 50, 40
     seen = [rng.choice(n_items, rng.integers(0, 6), replace=False).tolist() for _ in range(n_users)]
-    heldout = [rng.choice(np.setdiff1d(np.arange(n_items), s), rng.integers(1, 5), replace=False).tolist() for s in seen]
+    heldout = [
+        rng.choice(np.setdiff1d(np.arange(n_items), s), rng.integers(1, 5), replace=False).tolist() for s in seen
+    ]
     task = _task(seen, heldout, n_items)
     stored = rng.random((n_users, n_items)).astype(np.float32)
     kept = stored.copy()
-    whole = ranking_metrics(lambda rows: stored[rows[0]:rows[-1] + 1], task, k=5)  # views of the scorer's matrix
+    whole = ranking_metrics(lambda rows: stored[rows[0] : rows[-1] + 1], task, k=5)  # views of the scorer's matrix
     assert np.array_equal(stored, kept)  # seen items were masked in a copy
     one_row = ranking_metrics(lambda rows: stored[rows], task, k=5, batch_bytes=4 * n_items)  # one user per batch
     assert one_row == whole
@@ -150,7 +170,9 @@ def test_ease_and_popularity_beat_chance_and_lambda_is_tuned(small_dataset):
     assert ease.regularization == max(recalls, key=recalls.get)
     chance = ranking_metrics(lambda rows: np.random.default_rng(0).random((len(rows), len(item_ids))), test)
     popularity = ranking_metrics(popularity_scorer(train, test), test)
-    assert ranking_metrics(ease.scorer(test), test)["recall_at_10"] > popularity["recall_at_10"] > chance["recall_at_10"]
+    assert (
+        ranking_metrics(ease.scorer(test), test)["recall_at_10"] > popularity["recall_at_10"] > chance["recall_at_10"]
+    )
     assert interaction_matrix(train, item_ids).shape[1] == len(item_ids)
 
 
@@ -172,7 +194,7 @@ def test_ease_above_max_items_keeps_the_most_popular_and_says_why():
     for j in range(n_items):
         dense[: j + 1, perm[j]] = 1.0
     model = EASE.fit(sp.csr_matrix(dense), regularization=1.0, max_items=max_items)
-    popular = set(perm[n_items - max_items:].tolist())
+    popular = set(perm[n_items - max_items :].tolist())
     assert set(model.active_items.tolist()) == popular and model.weights.shape == (max_items, max_items)
     assert "30 items" in model.restriction and "ease_max_items=10" in model.restriction
     assert EASE.fit(sp.csr_matrix(dense), regularization=1.0, max_items=n_items).restriction is None
@@ -253,8 +275,13 @@ def model_assets(small_dataset, tmp_path_factory):
         "user_text_embeddings": pd.DataFrame(columns=["user_id", "preferences_embedding"]),
         "item_clip_embeddings": pd.DataFrame(columns=["item_id", "clip_embedding"]),
     }
-    result = two_tower_model(context=dg.build_asset_context(), config=TwoTowerTrainingConfig(max_epochs=10),
-                             artifacts=artifacts, device=DeviceResource(device="cpu"), **inputs)
+    result = two_tower_model(
+        context=dg.build_asset_context(),
+        config=TwoTowerTrainingConfig(max_epochs=10),
+        artifacts=artifacts,
+        device=DeviceResource(device="cpu"),
+        **inputs,
+    )
     return artifacts, inputs, result
 
 
@@ -271,8 +298,9 @@ def test_model_asset_writes_a_pickle_free_artifact_with_metadata(model_assets):
 
 
 def test_blocking_check_passes_a_trained_model_and_stops_a_broken_one(model_assets):
-    from rec_assets.assets.model import two_tower_beats_popularity
     from safetensors.torch import load_file, save_file
+
+    from rec_assets.assets.model import two_tower_beats_popularity
 
     artifacts, inputs, _ = model_assets
     spec = next(iter(two_tower_beats_popularity.check_specs))
@@ -284,7 +312,9 @@ def test_blocking_check_passes_a_trained_model_and_stops_a_broken_one(model_asse
     # deliberately break the model: every weight zero, so every item gets the same score
     weights_file = artifacts.path("two_tower_model", "model.safetensors")
     weights = load_file(str(weights_file))
-    save_file({name: torch.zeros_like(t) if t.is_floating_point() else t for name, t in weights.items()}, str(weights_file))
+    save_file(
+        {name: torch.zeros_like(t) if t.is_floating_point() else t for name, t in weights.items()}, str(weights_file)
+    )
     try:
         broken = two_tower_beats_popularity(artifacts=artifacts, **inputs)
     finally:
@@ -331,4 +361,6 @@ def test_compare_with_baselines_needs_every_evaluated_user(model_assets):
     artifacts, inputs, _ = model_assets
     encoder = TwoTowerEncoder.load(artifacts.path("two_tower_model"))
     with pytest.raises(ValueError, match="missing from the users table"):
-        compare_with_baselines(encoder, DataBundle(inputs["users"].iloc[5:], inputs["items"], inputs["interaction_splits"]))
+        compare_with_baselines(
+            encoder, DataBundle(inputs["users"].iloc[5:], inputs["items"], inputs["interaction_splits"])
+        )

@@ -61,11 +61,10 @@ def test_a_repository_whose_views_differ_from_the_registry_is_refused(tmp_path, 
 
 def test_editing_the_registry_changes_the_definitions_version(tmp_path, monkeypatch):
     edited = tmp_path / "views.py"
-    edited.write_text(
-        REPO.joinpath("rec_core", "feature_store", "views.py")
-        .read_text()
-        .replace('"user_recommendations", USER_KEY', '"user_top_k", USER_KEY')
-    )
+    original = REPO.joinpath("rec_core", "feature_store", "views.py").read_text()
+    renamed = original.replace('Feature("top_k_scores", "float_vector")', 'Feature("top_k_score", "float_vector")')
+    assert renamed != original  # the edit below must really change the registry
+    edited.write_text(renamed)
     before = fs.definitions_version()
     monkeypatch.setattr(views, "__file__", str(edited))
     assert fs.definitions_version() != before  # the feast_registry asset's code_version moves with the registry

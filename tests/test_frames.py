@@ -10,8 +10,14 @@ from rec_core.serving.topk import ranked_lists
 
 
 def _table() -> pa.Table:
-    frame = pd.DataFrame({"interaction_id": ["x1", "x2", "x3"], "user_id": ["u1", "u2", "u1"],
-                          "review_title": ["good", None, "bad"], "rating": [1.0, np.nan, 3.0]})
+    frame = pd.DataFrame(
+        {
+            "interaction_id": ["x1", "x2", "x3"],
+            "user_id": ["u1", "u2", "u1"],
+            "review_title": ["good", None, "bad"],
+            "rating": [1.0, np.nan, 3.0],
+        }
+    )
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
@@ -34,9 +40,16 @@ def test_bulk_built_list_columns_read_back_like_python_lists(tmp_path):
     scores = np.array([[0.5, 0.25, 0.125], [1.5, 0, 0], [0, 0, 0]], np.float32)
     ids, values = ranked_lists(catalog, rows, scores)
     assert ids.to_pylist() == [["i2", "i0", "i3"], ["i1"], []] and values.to_pylist() == [[0.5, 0.25, 0.125], [1.5], []]
-    bulk = pd.DataFrame({"user_id": ["a", "b", "c"], "top_k_item_ids": pd.arrays.ArrowExtensionArray(ids),
-                         "top_k_scores": pd.arrays.ArrowExtensionArray(values)})
-    python = pd.DataFrame({"user_id": ["a", "b", "c"], "top_k_item_ids": ids.to_pylist(), "top_k_scores": values.to_pylist()})
+    bulk = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c"],
+            "top_k_item_ids": pd.arrays.ArrowExtensionArray(ids),
+            "top_k_scores": pd.arrays.ArrowExtensionArray(values),
+        }
+    )
+    python = pd.DataFrame(
+        {"user_id": ["a", "b", "c"], "top_k_item_ids": ids.to_pylist(), "top_k_scores": values.to_pylist()}
+    )
     assert bulk["top_k_item_ids"].tolist() == python["top_k_item_ids"].tolist()
     pq.write_table(to_arrow(bulk), tmp_path / "bulk.parquet")
     pq.write_table(to_arrow(python), tmp_path / "python.parquet")

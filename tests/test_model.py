@@ -18,8 +18,9 @@ from rec_core.training import TrainingConfig, prepare_training_data, train_two_t
 
 def test_entity_tower_keeps_the_seed_interface_and_returns_unit_vectors():
     torch.manual_seed(0)
-    tower = EntityTower(num_numerical=3, num_of_categories=[4, 7], d_model=16, text_embed_dim=8, image_embed_dim=5,
-                        dim_ratio=2)
+    tower = EntityTower(
+        num_numerical=3, num_of_categories=[4, 7], d_model=16, text_embed_dim=8, image_embed_dim=5, dim_ratio=2
+    )
     numerical, categorical = torch.randn(6, 3), torch.tensor([[0, 0], [1, 6], [3, 2], [2, 2], [0, 5], [1, 1]])
     text, image = torch.randn(6, 8), torch.randn(6, 5)
     out = tower(numerical, categorical, text, image)
@@ -70,12 +71,14 @@ def test_history_keeps_the_most_recent_positive_items_newest_last(small_dataset,
     fitted, _, _ = data_preprocess(small_dataset.users, small_dataset.items, train_split)
     fitted.config.max_history = 2
     a, b, c = fitted.item_ids[:3]
-    history = pd.DataFrame({
-        "user_id": ["u1", "u1", "u1", "u1", "u2"],
-        "item_id": [a, b, c, a, "not-in-vocabulary"],
-        "timestamp": pd.to_datetime([4, 1, 3, 2, 1], unit="s", utc=True),
-        "interaction_type": ["purchase", "cart", "negative_view", "rate", "purchase"],
-    })
+    history = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u1", "u2"],
+            "item_id": [a, b, c, a, "not-in-vocabulary"],
+            "timestamp": pd.to_datetime([4, 1, 3, 2, 1], unit="s", utc=True),
+            "interaction_type": ["purchase", "cart", "negative_view", "rate", "purchase"],
+        }
+    )
     matrix = fitted.history_matrix(["u1", "u2", "u3"], history)
     index = dict(zip(fitted.item_ids, range(1, len(fitted.item_ids) + 1)))
     assert matrix.tolist() == [[index[a], index[a]], [0, 0], [0, 0]]  # b (oldest) dropped, c is a negative view
@@ -95,8 +98,14 @@ def test_bulk_codes_match_value_by_value_lookups(small_dataset, train_split):
     assert fitted.item_id_index(ids).tolist() == [6, 0, 1]
     assert fitted.item_id_index(pd.Series(ids, dtype=ID_DTYPE)).tolist() == [6, 0, 1]  # Arrow-backed ids, as loaded
     # a user listed twice: the history goes to the last of the two rows, as a dictionary lookup did
-    history = pd.DataFrame({"user_id": ["u1"], "item_id": [fitted.item_ids[0]], "interaction_type": ["purchase"],
-                            "timestamp": pd.to_datetime([1], unit="s", utc=True)})
+    history = pd.DataFrame(
+        {
+            "user_id": ["u1"],
+            "item_id": [fitted.item_ids[0]],
+            "interaction_type": ["purchase"],
+            "timestamp": pd.to_datetime([1], unit="s", utc=True),
+        }
+    )
     assert fitted.history_matrix(["u1", "u2", "u1"], history)[:, -1].tolist() == [0, 0, 1]
 
 
@@ -106,7 +115,9 @@ def artifact(small_dataset, tmp_path_factory):
     config = TrainingConfig(max_epochs=2)
     data = prepare_training_data(small_dataset.users, small_dataset.items, splits, config=config)
     trained = train_two_tower(data, config, progress=False)
-    directory = write_artifact(trained, tmp_path_factory.mktemp("model") / "two_tower", {"validation_recall_at_10": 0.1})
+    directory = write_artifact(
+        trained, tmp_path_factory.mktemp("model") / "two_tower", {"validation_recall_at_10": 0.1}
+    )
     return trained, data, directory, splits
 
 

@@ -341,12 +341,15 @@ def test_cli_lists_and_rolls_back(root, versions):
     for name in "AB":
         stage(root, by_name[name], user_ids)
         ids.append(releases.publish_release(root)["release_id"])
-    run = lambda *args: subprocess.run(
-        [sys.executable, "-m", "rec_core.release", "--root", str(root), *args],  # noqa: E731
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "rec_core.release", "--root", str(root), *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+
     listed = run("list")
     assert listed.returncode == 0 and f"* {ids[1]}" in listed.stdout and f"  {ids[0]}" in listed.stdout
     back = run("rollback")

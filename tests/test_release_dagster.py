@@ -243,10 +243,13 @@ def test_a_model_rejected_by_the_gate_never_reaches_serving(home):
     model_bytes = open(weights, "rb").read()
     users = before.feature_source.user_ids[:30]
     cold = [{"age": 30, "gender": "F", "preferences": "Audio"}, {"preferences": ""}, {"age": 70}]
-    answers = lambda r: (
-        [r.recommend(u, k=10).to_dict() for u in users],  # noqa: E731
-        [r.recommend_for_features(f, k=10).to_dict() for f in cold],
-    )
+
+    def answers(r):
+        return (
+            [r.recommend(u, k=10).to_dict() for u in users],
+            [r.recommend_for_features(f, k=10).to_dict() for f in cold],
+        )
+
     expected = answers(before)
     definitions = [
         *dg.load_assets_from_package_module(asset_package),

@@ -50,9 +50,14 @@ def service_process(root, *args: str, host: str = "127.0.0.1", env: dict | None 
     environment = {**os.environ, **(env or {})}
     log_path = root.parent / f"service-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "rec_core.service", "--root", str(root), "--host", host,
-                                    "--port", str(port), *args], cwd=REPO, env=environment, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rec_core.service", "--root", str(root), "--host", host, "--port", str(port), *args],
+            cwd=REPO,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -114,7 +119,10 @@ def published(tmp_path_factory, small_dataset):
     root.mkdir()
     materialize(root, small_dataset)
     version = model_version(root / MODEL_DIR)
-    for name, key in (("user_embeddings", "user_id"), ("item_embeddings", "item_id")):  # released vectors name their model
+    for name, key in (
+        ("user_embeddings", "user_id"),
+        ("item_embeddings", "item_id"),
+    ):  # released vectors name their model
         table = read_parquet(root / f"{name}.parquet").to_pandas()
         write_parquet(vector_table(key, table[key], np.stack(table["embedding"]), version), root / f"{name}.parquet")
     items = small_dataset.items
@@ -123,9 +131,13 @@ def published(tmp_path_factory, small_dataset):
     for seed, item_id in enumerate(clip_ids):
         (root / image_link(item_id)).write_bytes(noise_png(seed))
     clip_dir = save_tiny_clip(root.parent / "clip")
-    vectors = ClipEncoder(str(clip_dir), device="cpu").encode_image([Image.open(root / image_link(i)) for i in clip_ids])
-    write_parquet(pd.DataFrame({"item_id": clip_ids, "clip_embedding": list(vectors), "model_id": str(clip_dir)}),
-                  root / "item_clip_embeddings.parquet")
+    vectors = ClipEncoder(str(clip_dir), device="cpu").encode_image(
+        [Image.open(root / image_link(i)) for i in clip_ids]
+    )
+    write_parquet(
+        pd.DataFrame({"item_id": clip_ids, "clip_embedding": list(vectors), "model_id": str(clip_dir)}),
+        root / "item_clip_embeddings.parquet",
+    )
     return root, small_dataset, publish_release(root)
 
 
@@ -160,13 +172,18 @@ def test_recommendations_by_query_and_by_body(service, published):
     items = by_body.json()["items"]
     assert [i["item_id"] for i in items] == [i["item_id"] for i in filtered.json()["items"]] and len(items) == 4
     assert all(i["category"].startswith("Books") and i["discounted_price"] <= 40 for i in items)
-    assert manifest["release_id"] in {by_body.json()["release_id"], client.get("/release").json()["release"]["release_id"]}
+    assert manifest["release_id"] in {
+        by_body.json()["release_id"],
+        client.get("/release").json()["release"]["release_id"],
+    }
 
 
 def test_cold_start_similar_and_text_search(service, published):
     client, _ = service
     dataset = published[1]
-    cold = client.post("/recommendations", json={"features": {"age": 31, "gender": "F", "preferences": ["Books"]}, "k": 6})
+    cold = client.post(
+        "/recommendations", json={"features": {"age": 31, "gender": "F", "preferences": ["Books"]}, "k": 6}
+    )
     assert cold.status_code == 200, cold.text
     assert len(cold.json()["items"]) == 6 and {i["match"] for i in cold.json()["items"]} == {"model"}
     item = dataset.items.iloc[3]
@@ -200,7 +217,9 @@ def test_history_users_images_page_and_health(service, published):
     mine = dataset.interactions[dataset.interactions["user_id"] == user]
     assert len(history) == 4 and {h["item_id"] for h in history} <= set(mine["item_id"])
     stamps = [h["timestamp"] for h in history]
-    assert stamps == sorted(stamps, reverse=True) and stamps[0] == mine["timestamp"].max().strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert stamps == sorted(stamps, reverse=True) and stamps[0] == mine["timestamp"].max().strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
     image = client.get(f"/items/{history[0]['item_id']}/image")
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content == (root / image_link(history[0]["item_id"])).read_bytes()
@@ -208,8 +227,15 @@ def test_history_users_images_page_and_health(service, published):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "rec-platform explorer" in page.text
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/recommendations/{user_id}", "/recommendations", "/items/{item_id}/similar", "/search", "/search/image",
-            "/healthz", "/release"} <= set(paths)
+    assert {
+        "/recommendations/{user_id}",
+        "/recommendations",
+        "/items/{item_id}/similar",
+        "/search",
+        "/search/image",
+        "/healthz",
+        "/release",
+    } <= set(paths)
 
 
 # ---- bad requests ------------------------------------------------------------------------------
@@ -224,7 +250,7 @@ def streamed_upload(size: int):
     """A well-formed multipart upload of `size` bytes, sent in chunks (Transfer-Encoding: chunked)."""
     head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\nContent-Type: image/png\r\n\r\n'
     body = head + bytes(size) + b"\r\n--x--\r\n"
-    return iter([body[i:i + 30_000] for i in range(0, len(body), 30_000)])
+    return iter([body[i : i + 30_000] for i in range(0, len(body), 30_000)])
 
 
 BAD_REQUESTS = [  # (method, path, request keyword arguments, status, words the message holds)
@@ -232,45 +258,108 @@ BAD_REQUESTS = [  # (method, path, request keyword arguments, status, words the 
     ("GET", "/recommendations/{user}", {"params": {"k": 0}}, 422, "k must be at least 1, got 0"),
     ("GET", "/recommendations/{user}", {"params": {"k": 5000}}, 422, "above the limit of 1000"),
     ("GET", "/recommendations/{user}", {"params": {"k": "ten"}}, 422, "valid integer"),
-    ("GET", "/recommendations/{user}", {"params": {"filters": '[{"rule": "no_such_rule"}]'}}, 422,
-     "unknown filter rule 'no_such_rule'"),
-    ("GET", "/recommendations/{user}", {"params": {"filters": '[{"rule": "price_range", "max_price": "cheap"}]'}},
-     422, "price_range"),
+    (
+        "GET",
+        "/recommendations/{user}",
+        {"params": {"filters": '[{"rule": "no_such_rule"}]'}},
+        422,
+        "unknown filter rule 'no_such_rule'",
+    ),
+    (
+        "GET",
+        "/recommendations/{user}",
+        {"params": {"filters": '[{"rule": "price_range", "max_price": "cheap"}]'}},
+        422,
+        "price_range",
+    ),
     ("GET", "/recommendations/{user}", {"params": {"filters": "{not json"}}, 422, "filters: not valid JSON"),
     ("GET", "/recommendations/{user}", {"params": {"filters": '{"rule": "available"}'}}, 422, "expected a JSON list"),
     ("GET", "/recommendations/{user}", {"params": {"k": 3}, "json": {"k": 3}}, 422, "not both"),
     ("GET", "/recommendations/{user}", {"json": {"k": 3, "extra": 1}}, 422, "Extra inputs are not permitted"),
-    ("POST", "/recommendations", {"json": {"features": {"age": 400}, "k": 3}}, 422, "age must be a number within 0..130"),
+    (
+        "POST",
+        "/recommendations",
+        {"json": {"features": {"age": 400}, "k": 3}},
+        422,
+        "age must be a number within 0..130",
+    ),
     ("POST", "/recommendations", {"json": {"k": 3}}, 422, "Field required"),
-    ("POST", "/recommendations", {"content": b"{", "headers": {"content-type": "application/json"}}, 422,
-     "JSON decode error"),
+    (
+        "POST",
+        "/recommendations",
+        {"content": b"{", "headers": {"content-type": "application/json"}},
+        422,
+        "JSON decode error",
+    ),
     ("GET", "/items/NO_SUCH_ITEM/similar", {}, 404, "unknown item 'NO_SUCH_ITEM'"),
     ("GET", "/items/NO_SUCH_ITEM/image", {}, 404, "has no product image"),
     ("GET", "/search", {"params": {"q": "   "}}, 422, "the search query is empty"),
     ("GET", "/search", {}, 422, "Field required"),
     ("GET", "/users/NO_SUCH_USER/history", {}, 404, "unknown user 'NO_SUCH_USER'"),
-    ("POST", "/search/image", {"files": {"file": ("notes.txt", b"just some text", "text/plain")}}, 422,
-     "the uploaded file 'notes.txt': is not an image"),
-    ("POST", "/search/image", {"files": {"file": ("cut.png", noise_png(1)[:80], "image/png")}}, 422,
-     "is truncated or corrupt"),
-    ("POST", "/search/image", {"files": {"file": ("bomb.png", bomb_png(), "image/png")}}, 422,
-     "49,000,000 pixels, over the limit"),
-    ("POST", "/search/image", {"files": {"file": ("big.png", bytes(120_000), "image/png")}}, 413,
-     "this endpoint accepts at most"),
-    ("POST", "/search/image", {"content": streamed_upload(120_000),  # no Content-Length to check first
-                               "headers": {"content-type": "multipart/form-data; boundary=x"}}, 413, "Content Too Large"),
+    (
+        "POST",
+        "/search/image",
+        {"files": {"file": ("notes.txt", b"just some text", "text/plain")}},
+        422,
+        "the uploaded file 'notes.txt': is not an image",
+    ),
+    (
+        "POST",
+        "/search/image",
+        {"files": {"file": ("cut.png", noise_png(1)[:80], "image/png")}},
+        422,
+        "is truncated or corrupt",
+    ),
+    (
+        "POST",
+        "/search/image",
+        {"files": {"file": ("bomb.png", bomb_png(), "image/png")}},
+        422,
+        "49,000,000 pixels, over the limit",
+    ),
+    (
+        "POST",
+        "/search/image",
+        {"files": {"file": ("big.png", bytes(120_000), "image/png")}},
+        413,
+        "this endpoint accepts at most",
+    ),
+    (
+        "POST",
+        "/search/image",
+        {
+            "content": streamed_upload(120_000),  # no Content-Length to check first
+            "headers": {"content-type": "multipart/form-data; boundary=x"},
+        },
+        413,
+        "Content Too Large",
+    ),
     ("POST", "/search/image", {}, 422, "Field required"),
-    ("POST", "/recommendations", {"content": iter([b" " * 40_000] * 2), "headers": {"content-type": "application/json"}},
-     413, "Content Too Large"),
-    ("POST", "/recommendations", {"json": {"features": {}, "filters": [{"rule": "x" * 70_000}]}}, 413,
-     "this endpoint accepts at most"),
+    (
+        "POST",
+        "/recommendations",
+        {"content": iter([b" " * 40_000] * 2), "headers": {"content-type": "application/json"}},
+        413,
+        "Content Too Large",
+    ),
+    (
+        "POST",
+        "/recommendations",
+        {"json": {"features": {}, "filters": [{"rule": "x" * 70_000}]}},
+        413,
+        "this endpoint accepts at most",
+    ),
 ]
 
 
-@pytest.mark.parametrize("method, path, kwargs, status, message", BAD_REQUESTS,
-                         ids=[f"{m} {p} {s} {msg[:30]}" for m, p, _, s, msg in BAD_REQUESTS])
-def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_serving(service, published, method, path,
-                                                                                  kwargs, status, message):
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, message",
+    BAD_REQUESTS,
+    ids=[f"{m} {p} {s} {msg[:30]}" for m, p, _, s, msg in BAD_REQUESTS],
+)
+def test_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_keeps_serving(
+    service, published, method, path, kwargs, status, message
+):
     client, process = service
     user = active_user(published[1])
     response = client.request(method, path.format(user=user), **kwargs)
@@ -306,12 +395,29 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(published):
     env = {key: value for key, value in os.environ.items() if key != "REC_SERVICE_TOKEN"}
     for extra in ({}, {"REC_SERVICE_TOKEN": "short"}):
         port = free_port()
-        run = subprocess.run([sys.executable, "-m", "rec_core.service", "--root", str(published[0]), "--host", "0.0.0.0",
-                              "--port", str(port)], cwd=REPO, env={**env, **extra}, capture_output=True, text=True,
-                             timeout=120, check=False)
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rec_core.service",
+                "--root",
+                str(published[0]),
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert run.returncode == 2, run.stderr
-        assert "REC_SERVICE_TOKEN" in run.stderr and ("refusing to listen on '0.0.0.0'" in run.stderr or
-                                                     "use at least 16" in run.stderr)
+        assert "REC_SERVICE_TOKEN" in run.stderr and (
+            "refusing to listen on '0.0.0.0'" in run.stderr or "use at least 16" in run.stderr
+        )
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing is listening
 
@@ -365,9 +471,21 @@ def test_without_a_token_only_loopback_connections_are_answered(published):
 def test_chromium_shows_history_and_recommendation_cards_with_images(service, published, tmp_path):
     client, _ = service
     user = active_user(published[1])
-    command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
-               "--window-size=1400,1000", "--virtual-time-budget=20000", "--dump-dom", f"{client.base_url}/?user={user}"]
+    command = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'p'}",
+        "--window-size=1400,1000",
+        "--virtual-time-budget=20000",
+        "--dump-dom",
+        f"{client.base_url}/?user={user}",
+    ]
     dom = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False).stdout
     from html.parser import HTMLParser
 
@@ -393,6 +511,47 @@ def test_chromium_shows_history_and_recommendation_cards_with_images(service, pu
 
 
 # ---- a new release while serving -----------------------------------------------------------------
+def test_several_worker_processes_serve_the_same_release(published):
+    """`--workers 2`: two uvicorn processes on one socket, each with its own copy of the release; every
+    answer, whichever process gives it, comes from that release, and stopping the service stops them."""
+    import psutil
+
+    root, dataset, _ = published
+    user = active_user(dataset)
+    with service_process(root, "--workers", "2", "--reload-interval", "0.3") as (url, process):
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if any("spawn_main" in part for part in child.cmdline())
+        ]
+        assert len(workers) == 2
+        current = httpx.get(f"{url}/release").json()["release"]["release_id"]
+        answers = [httpx.get(f"{url}/recommendations/{user}", params={"k": 3}) for _ in range(20)]  # new connections
+        assert all(answer.status_code == 200 for answer in answers)
+        assert {answer.json()["release_id"] for answer in answers} == {current}
+    assert not any(worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE for worker in workers)
+
+
+def test_worker_settings_reach_each_worker_through_the_environment(published, monkeypatch):
+    """What `--workers N` hands every worker process (`worker_environment`), read back by
+    `app_from_environment`: the reload interval, and the upload limit the gate enforces."""
+    from fastapi.testclient import TestClient
+
+    from rec_core.service import ServiceSettings, app_from_environment, worker_environment
+    from rec_core.service.app import MULTIPART_OVERHEAD_BYTES
+
+    monkeypatch.delenv("REC_SERVICE_TOKEN", raising=False)
+    for name, value in worker_environment(published[0], ServiceSettings(max_upload_bytes=1234), 0.7).items():
+        monkeypatch.setenv(name, value)
+    with TestClient(app_from_environment(), base_url="http://127.0.0.1") as client:  # a loopback server
+        assert client.get("/release").json()["reload_interval_s"] == 0.7
+        big = client.post("/search/image", files={"file": ("big.png", bytes(40_000), "image/png")})
+        assert big.status_code == 413 and f"at most {1234 + MULTIPART_OVERHEAD_BYTES:,}" in big.text
+    monkeypatch.setenv("REC_SERVICE_RELOAD_INTERVAL_S", "soon")
+    with pytest.raises(ValueError, match="REC_SERVICE_RELOAD_INTERVAL_S='soon' is not a valid float"):
+        app_from_environment()
+
+
 def test_the_bench_load_generator_counts_answers_errors_and_releases(service, published):
     """`bench service`'s `drive` (httpcore connections, one per thread): every request is sent once and
     timed, a 404 counts as an error with its body, and each 200 is tallied under the release that answered."""

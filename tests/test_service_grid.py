@@ -20,8 +20,13 @@ def test_grid_shows_each_sample_users_latest_items_and_recommendations(tmp_path,
     generate_images(items, tmp_path / "product_images", ImageGenerationConfig(image_size=64))
     item_ids = items["item_id"].astype(str).tolist()
     users = sorted(interactions["user_id"].astype(str).unique())
-    table = pd.DataFrame({"user_id": users, "top_k_item_ids": [item_ids[:6]] * len(users),
-                          "top_k_scores": [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]] * len(users)})
+    table = pd.DataFrame(
+        {
+            "user_id": users,
+            "top_k_item_ids": [item_ids[:6]] * len(users),
+            "top_k_scores": [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]] * len(users),
+        }
+    )
     (tmp_path / image_link(item_ids[0])).unlink()  # the first recommendation of every user has no image
 
     grid = sample_users_grid(table, interactions, tmp_path, n_users=3, n_items=5)

@@ -29,7 +29,9 @@ SERVING_VERSION = "3"  # 2: finer nprobe tuning; filters applied inside the batc
 class ItemIndexConfig(dg.Config):
     exact_max_items: int = IndexConfig.exact_max_items  # catalogs up to this size get an exact index; larger ones IVF
     lists_per_sqrt_item: float = IndexConfig.lists_per_sqrt_item  # IVF cells = this * sqrt(n_items)
-    target_recall: float = IndexConfig.target_recall  # nprobe is tuned to the smallest reaching this recall@10 vs exact search
+    target_recall: float = (
+        IndexConfig.target_recall
+    )  # nprobe is tuned to the smallest reaching this recall@10 vs exact search
     max_nprobe: int = IndexConfig.max_nprobe  # tuning stops here even if the target is not met
     recall_queries: int = IndexConfig.recall_queries  # user vectors nprobe is tuned and recall measured on
 
@@ -58,13 +60,19 @@ def _optional(table: pd.DataFrame) -> pd.DataFrame | None:
     description="Every item through the item tower: item_id and an L2-normalized float32 embedding.",
     **GPU_ASSET_KWARGS,
 )
-def item_embeddings(items: pd.DataFrame, item_text_embeddings: pd.DataFrame, item_clip_embeddings: pd.DataFrame,
-                    artifacts: ArtifactStore, device: DeviceResource) -> dg.Output:
+def item_embeddings(
+    items: pd.DataFrame,
+    item_text_embeddings: pd.DataFrame,
+    item_clip_embeddings: pd.DataFrame,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+) -> dg.Output:
     encoder, version = _encoder(artifacts, device)
     item_ids, vectors = encoder.encode_items(items, _optional(item_text_embeddings), _optional(item_clip_embeddings))
-    return dg.Output(vector_table("item_id", item_ids, vectors, version),
-                     metadata={"rows": float(len(item_ids)), "dimension": float(vectors.shape[1]),
-                               "model_version": version})
+    return dg.Output(
+        vector_table("item_id", item_ids, vectors, version),
+        metadata={"rows": float(len(item_ids)), "dimension": float(vectors.shape[1]), "model_version": version},
+    )
 
 
 @dg.asset(
@@ -75,14 +83,25 @@ def item_embeddings(items: pd.DataFrame, item_text_embeddings: pd.DataFrame, ite
     "encoded from demographics and stated preferences): user_id and an L2-normalized float32 embedding.",
     **GPU_ASSET_KWARGS,
 )
-def user_embeddings(users: pd.DataFrame, interactions: pd.DataFrame, user_text_embeddings: pd.DataFrame,
-                    artifacts: ArtifactStore, device: DeviceResource) -> dg.Output:
+def user_embeddings(
+    users: pd.DataFrame,
+    interactions: pd.DataFrame,
+    user_text_embeddings: pd.DataFrame,
+    artifacts: ArtifactStore,
+    device: DeviceResource,
+) -> dg.Output:
     encoder, version = _encoder(artifacts, device)
     user_ids, vectors = encoder.encode_users(users, interactions, _optional(user_text_embeddings))
     cold = int((~users["user_id"].isin(interactions["user_id"])).sum())
-    return dg.Output(vector_table("user_id", user_ids, vectors, version),
-                     metadata={"rows": float(len(user_ids)), "cold_start_users": float(cold),
-                               "dimension": float(vectors.shape[1]), "model_version": version})
+    return dg.Output(
+        vector_table("user_id", user_ids, vectors, version),
+        metadata={
+            "rows": float(len(user_ids)),
+            "cold_start_users": float(cold),
+            "dimension": float(vectors.shape[1]),
+            "model_version": version,
+        },
+    )
 
 
 @dg.asset(
@@ -91,32 +110,39 @@ def user_embeddings(users: pd.DataFrame, interactions: pd.DataFrame, user_text_e
     description="FAISS inner-product index over item_embeddings (exact for small catalogs, IVF beyond, nprobe "
     "tuned to a recall target), with its id map and a build report holding recall@10 against exact search on user vectors.",
 )
-def item_index(config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embeddings: pd.DataFrame,
-               artifacts: ArtifactStore) -> dg.MaterializeResult:
+def item_index(
+    config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embeddings: pd.DataFrame, artifacts: ArtifactStore
+) -> dg.MaterializeResult:
     from rec_core.embeddings import embedding_matrix
 
     index = ItemIndex.build(
         item_embeddings["item_id"].tolist(),
         embedding_matrix(item_embeddings, "embedding"),
-        IndexConfig(exact_max_items=config.exact_max_items, lists_per_sqrt_item=config.lists_per_sqrt_item,
-                    target_recall=config.target_recall, max_nprobe=config.max_nprobe,
-                    recall_queries=config.recall_queries),
+        IndexConfig(
+            exact_max_items=config.exact_max_items,
+            lists_per_sqrt_item=config.lists_per_sqrt_item,
+            target_recall=config.target_recall,
+            max_nprobe=config.max_nprobe,
+            recall_queries=config.recall_queries,
+        ),
         recall_queries=embedding_matrix(user_embeddings, "embedding") if len(user_embeddings) else None,
     )
     path = artifacts.path(ITEM_INDEX_DIR)
     index.save(path)
     report = index.report
-    return dg.MaterializeResult(metadata={
-        "index_type": report.index_type,
-        "items": float(report.n_items),
-        "dimension": float(report.dim),
-        "recall_at_10_vs_exact": float(report.recall_at_k),
-        "ivf_lists": float(report.n_lists),
-        "nprobe": float(report.nprobe),
-        "build_seconds": float(report.build_seconds),
-        "build_id": report.build_id,  # the index version a release names
-        "path": dg.MetadataValue.path(str(path)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "index_type": report.index_type,
+            "items": float(report.n_items),
+            "dimension": float(report.dim),
+            "recall_at_10_vs_exact": float(report.recall_at_k),
+            "ivf_lists": float(report.n_lists),
+            "nprobe": float(report.nprobe),
+            "build_seconds": float(report.build_seconds),
+            "build_id": report.build_id,  # the index version a release names
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
 
 
 @dg.asset(
@@ -129,23 +155,36 @@ def item_index(config: ItemIndexConfig, item_embeddings: pd.DataFrame, user_embe
     "user_id, top_k_item_ids, top_k_scores, model_version. Its metadata shows sample users' latest items "
     "and top recommendations as one image grid, drawn from the product_images files.",
 )
-def user_recommendations(config: UserRecommendationsConfig, items: pd.DataFrame, users: pd.DataFrame,
-                         interactions: pd.DataFrame, user_embeddings: pd.DataFrame,
-                         artifacts: ArtifactStore) -> dg.Output:
+def user_recommendations(
+    config: UserRecommendationsConfig,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    interactions: pd.DataFrame,
+    user_embeddings: pd.DataFrame,
+    artifacts: ArtifactStore,
+) -> dg.Output:
     from rec_core.embeddings import embedding_matrix
 
     source = InMemoryFeatureSource.from_tables(user_embeddings, users, interactions)
     recommender = Recommender(items, ItemIndex.load(artifacts.path(ITEM_INDEX_DIR)), source)
-    table = recommender.recommend_batch(source.user_ids, embedding_matrix(user_embeddings, "embedding"),
-                                        k=config.k, batch_size=config.batch_size)
+    table = recommender.recommend_batch(
+        source.user_ids, embedding_matrix(user_embeddings, "embedding"), k=config.k, batch_size=config.batch_size
+    )
     table["model_version"] = model_version(artifacts.path(MODEL_DIR))
     lengths = table["top_k_item_ids"].list.len().to_numpy()  # Arrow list columns: no Python object per item
-    return dg.Output(table, metadata={
-        "users": float(len(table)),
-        "k": float(config.k),
-        "users_with_fewer_than_k": float((lengths < config.k).sum()),
-        "distinct_items_recommended": float(table["top_k_item_ids"].list.flatten().nunique()),
-        "mean_top1_score": float(table["top_k_scores"][lengths > 0].list[0].mean()) if (lengths > 0).any() else 0.0,
-        "sample_users": dg.MetadataValue.md(markdown_image(sample_users_grid(table, interactions, artifacts.path()),
-                                                           "sample users: latest items, then top recommendations")),
-    })
+    return dg.Output(
+        table,
+        metadata={
+            "users": float(len(table)),
+            "k": float(config.k),
+            "users_with_fewer_than_k": float((lengths < config.k).sum()),
+            "distinct_items_recommended": float(table["top_k_item_ids"].list.flatten().nunique()),
+            "mean_top1_score": float(table["top_k_scores"][lengths > 0].list[0].mean()) if (lengths > 0).any() else 0.0,
+            "sample_users": dg.MetadataValue.md(
+                markdown_image(
+                    sample_users_grid(table, interactions, artifacts.path()),
+                    "sample users: latest items, then top recommendations",
+                )
+            ),
+        },
+    )

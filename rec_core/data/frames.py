@@ -44,15 +44,21 @@ def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
     if isinstance(frame, pa.Table):
         return frame
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    arrow_strings = {str(name) for name, dtype in frame.dtypes.items()
-                     if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"}
-    arrow_backed = arrow_strings | {str(name) for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.ArrowDtype)}
+    arrow_strings = {
+        str(name)
+        for name, dtype in frame.dtypes.items()
+        if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"
+    }
+    arrow_backed = arrow_strings | {
+        str(name) for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.ArrowDtype)
+    }
     if not arrow_backed or not table.schema.metadata or b"pandas" not in table.schema.metadata:
         return table
     for name in arrow_strings:  # pandas keeps them as large_string; the schemas say string
         position = table.schema.get_field_index(name)
-        table = table.set_column(position, table.schema.field(position).with_type(pa.string()),
-                                 table[name].cast(pa.string()))
+        table = table.set_column(
+            position, table.schema.field(position).with_type(pa.string()), table[name].cast(pa.string())
+        )
     pandas_metadata = json.loads(table.schema.metadata[b"pandas"])
     for column in pandas_metadata["columns"]:
         if column["name"] in arrow_backed:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,8 +46,9 @@ def feast_source_frame(view: str, frame: pd.DataFrame, snapshot_time: datetime) 
     if missing:
         from rec_core.data.validation import DataValidationError
 
-        raise DataValidationError(spec.upstream, missing[0], len(frame),
-                                  f"missing column(s) {', '.join(missing)} needed by Feast view {view}")
+        raise DataValidationError(
+            spec.upstream, missing[0], len(frame), f"missing column(s) {', '.join(missing)} needed by Feast view {view}"
+        )
     out = frame.reindex(columns=[spec.key, *columns]).rename(columns=columns).reset_index(drop=True)
     out[views.EVENT_TIMESTAMP] = _event_time(snapshot_time)
     return out
@@ -58,8 +59,13 @@ def user_history_frame(interactions: pd.DataFrame, snapshot_time: datetime) -> p
     never did), as Arrow list columns built in bulk (no Python list per user)."""
     import pyarrow as pa
 
-    ids = pd.DataFrame({"user_id": interactions["user_id"].astype(str), "item_id": interactions["item_id"].astype(str),
-                        "interaction_type": interactions["interaction_type"]})
+    ids = pd.DataFrame(
+        {
+            "user_id": interactions["user_id"].astype(str),
+            "item_id": interactions["item_id"].astype(str),
+            "interaction_type": interactions["interaction_type"],
+        }
+    )
     ids = ids.drop_duplicates().sort_values(["user_id", "item_id"], kind="stable")
     users = pd.Index(ids["user_id"].unique(), dtype=object)  # sorted: the rows are
     out = pd.DataFrame({views.USER_HISTORY.key: pd.Series(users, dtype=object)})
@@ -79,15 +85,19 @@ def read_upstream_tables(artifact_root: str) -> dict[str, pd.DataFrame]:
 
 
 def write_feast_sources(
-    artifact_root: str, tables: Mapping[str, pd.DataFrame], snapshot_time: datetime,
+    artifact_root: str,
+    tables: Mapping[str, pd.DataFrame],
+    snapshot_time: datetime,
 ) -> dict[str, pd.DataFrame]:
     """Writes the Feast-ready copy of each pushed view atomically and returns view name -> frame written.
 
     `tables` maps upstream asset name (`item_embeddings`, `interactions`, ...) to its DataFrame;
     the frames returned are what `push_latest` sends online.
     """
-    frames = {name: feast_source_frame(name, tables[view.upstream], snapshot_time)
-              for name, view in views.PUSHED_VIEWS.items()}
+    frames = {
+        name: feast_source_frame(name, tables[view.upstream], snapshot_time)
+        for name, view in views.PUSHED_VIEWS.items()
+    }
     frames[views.USER_HISTORY.name] = user_history_frame(tables[views.USER_HISTORY.upstream], snapshot_time)
     for view, frame in frames.items():
         write_parquet(_arrow_table(frame), views.source_dir(artifact_root) / views.PUSHED_VIEW_FILES[view])
@@ -115,9 +125,12 @@ def _arrow_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(frame.columns))
 
 
-def materialize_batch_views(store: FeatureStore, end_time: datetime | None = None,
-                            batch_views: Iterable[str] = views.BATCH_VIEWS,
-                            progress: Progress | None = None) -> dict[str, int]:
+def materialize_batch_views(
+    store: FeatureStore,
+    end_time: datetime | None = None,
+    batch_views: Iterable[str] = views.BATCH_VIEWS,
+    progress: Progress | None = None,
+) -> dict[str, int]:
     """Loads the latest row of each entity of the batch views into the online store; returns rows per view.
 
     Materializes the whole history (the source tables hold one snapshot per entity), so an entity
@@ -127,8 +140,8 @@ def materialize_batch_views(store: FeatureStore, end_time: datetime | None = Non
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    start = datetime(1970, 1, 2, tzinfo=timezone.utc)
-    end = (end_time or datetime.now(timezone.utc)) + timedelta(seconds=1)
+    start = datetime(1970, 1, 2, tzinfo=UTC)
+    end = (end_time or datetime.now(UTC)) + timedelta(seconds=1)
     batch_views = list(batch_views)
     progress = (progress or Progress("materialize", unit="views")).start(len(batch_views))
     for view in batch_views:
@@ -139,13 +152,16 @@ def materialize_batch_views(store: FeatureStore, end_time: datetime | None = Non
     for view in batch_views:  # rows in the window: an item arriving after `end` is not online yet
         source = store.get_feature_view(view).batch_source
         stamps = pq.read_table(source.path, columns=[source.timestamp_field]).column(0)
-        counts[view] = int(pc.sum(pc.and_(pc.greater_equal(stamps, pd.Timestamp(start)),
-                                          pc.less(stamps, pd.Timestamp(end)))).as_py() or 0)
+        counts[view] = int(
+            pc.sum(pc.and_(pc.greater_equal(stamps, pd.Timestamp(start)), pc.less(stamps, pd.Timestamp(end)))).as_py()
+            or 0
+        )
     return counts
 
 
-def push_latest(store: FeatureStore, frames: Mapping[str, pd.DataFrame], batch_rows: int = 5000,
-                progress: Progress | None = None) -> dict[str, int]:
+def push_latest(
+    store: FeatureStore, frames: Mapping[str, pd.DataFrame], batch_rows: int = 5000, progress: Progress | None = None
+) -> dict[str, int]:
     """Pushes each view's frame (from `write_feast_sources`) to the online store, each batch reported to
     `progress`; returns rows per view."""
     from feast.data_source import PushMode
@@ -154,8 +170,8 @@ def push_latest(store: FeatureStore, frames: Mapping[str, pd.DataFrame], batch_r
     progress = (progress or Progress("push", unit="rows")).start(sum(len(frame) for frame in frames.values()))
     for view, frame in frames.items():
         for start in range(0, len(frame), batch_rows):
-            store.push(pushed[view].push_source, frame.iloc[start:start + batch_rows], to=PushMode.ONLINE)
-            progress.advance(len(frame.iloc[start:start + batch_rows]), note=view)
+            store.push(pushed[view].push_source, frame.iloc[start : start + batch_rows], to=PushMode.ONLINE)
+            progress.advance(len(frame.iloc[start : start + batch_rows]), note=view)
     progress.finish()
     return {view: len(frame) for view, frame in frames.items()}
 
@@ -189,8 +205,9 @@ class OnlineLoad:
         return "\n".join(rows)
 
 
-def load_online(store: FeatureStore, frames: Mapping[str, pd.DataFrame], snapshot_time: datetime,
-                progress: Progress | None = None) -> OnlineLoad:
+def load_online(
+    store: FeatureStore, frames: Mapping[str, pd.DataFrame], snapshot_time: datetime, progress: Progress | None = None
+) -> OnlineLoad:
     """Materializes the batch views and pushes `frames` (from `write_feast_sources`), reporting both to `progress`.
 
     Each materialized view is written in one transaction, each pushed batch of entities in one:

@@ -60,8 +60,10 @@ class ServiceSettings:
 
 # ---- request and response models ------------------------------------------------------------------
 FilterSpecs = list[dict[str, Any]]
-FILTERS_QUERY = ('JSON list of filter rules, e.g. [{"rule": "available"}, {"rule": "price_range", "max_price": 50}]; '
-                 "omitted: the service defaults (available items, and for users nothing they already interacted with)")
+FILTERS_QUERY = (
+    'JSON list of filter rules, e.g. [{"rule": "available"}, {"rule": "price_range", "max_price": 50}]; '
+    "omitted: the service defaults (available items, and for users nothing they already interacted with)"
+)
 
 
 class ListOptions(BaseModel):
@@ -124,12 +126,19 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     # Body limits are set per route, not on the app: FastAPI's app-wide limiter sits outside every
     # middleware and would answer a declared oversize body with its own bare message before the gate's.
-    app = FastAPI(title="rec-platform recommendations", lifespan=lifespan,
-                  description="Recommendations, similar items and search over the published release. "
-                              "The explorer page is at `/`.")
+    app = FastAPI(
+        title="rec-platform recommendations",
+        lifespan=lifespan,
+        description="Recommendations, similar items and search over the published release. "
+        "The explorer page is at `/`.",
+    )
     app.add_middleware(InternalErrors)
-    app.add_middleware(RequestGate, token=settings.token, body_limits={IMAGE_UPLOAD_PATH: upload_limit},
-                       default_body_limit=JSON_BODY_LIMIT_BYTES)
+    app.add_middleware(
+        RequestGate,
+        token=settings.token,
+        body_limits={IMAGE_UPLOAD_PATH: upload_limit},
+        default_body_limit=JSON_BODY_LIMIT_BYTES,
+    )
     _add_error_handlers(app)
     page = resources.files("rec_core.service").joinpath("static", "explorer.html").read_text(encoding="utf-8")
 
@@ -148,9 +157,12 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
         return live.status()
 
     @app.get("/recommendations/{user_id}", response_model=RecommendationList, max_body_size=JSON_BODY_LIMIT_BYTES)
-    async def recommend(user_id: str, k: Annotated[int | None, Query()] = None,
-                        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
-                        body: Annotated[ListOptions | None, Body()] = None) -> Response:
+    async def recommend(
+        user_id: str,
+        k: Annotated[int | None, Query()] = None,
+        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
+        body: Annotated[ListOptions | None, Body()] = None,
+    ) -> Response:
         """Top-k for a known user; k and filters as query parameters or as a JSON body, not both."""
         k, specs = _list_options(k, filters, body)
         return _json(live.recommender.recommend(user_id, k, specs))
@@ -162,33 +174,50 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
         return _json(live.recommender.recommend_for_features(features, request.k, request.filters))
 
     @app.get("/items/{item_id}/similar", response_model=RecommendationList)
-    async def similar_items(item_id: str, k: Annotated[int | None, Query()] = None,
-                            filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
+    async def similar_items(
+        item_id: str,
+        k: Annotated[int | None, Query()] = None,
+        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
+    ) -> Response:
         k, specs = _list_options(k, filters, None)
         return _json(live.recommender.similar_items(item_id, k, specs))
 
-    @app.get("/items/{item_id}/image", response_class=Response,
-             responses={200: {"content": {"image/png": {}}}, 404: {"description": "the item has no product image"}})
+    @app.get(
+        "/items/{item_id}/image",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"description": "the item has no product image"}},
+    )
     def item_image(item_id: str) -> Response:
         """The item's product image (the product_images asset's file), for the explorer's cards."""
         try:
             data = (live.root / image_link(item_id)).read_bytes()
         except FileNotFoundError:
-            raise UnknownItemError(f"item '{item_id}' has no product image; materialize the product_images asset") from None
+            raise UnknownItemError(
+                f"item '{item_id}' has no product image; materialize the product_images asset"
+            ) from None
         return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/search", response_model=RecommendationList)
-    def search(q: str, k: Annotated[int | None, Query()] = None,
-               filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
+    def search(
+        q: str,
+        k: Annotated[int | None, Query()] = None,
+        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
+    ) -> Response:
         """Exact, then prefix product-name matches, then semantic matches on name and description."""
         k, specs = _list_options(k, filters, None)
         return _json(live.recommender.search_by_text(q, k, specs))
 
-    @app.post(IMAGE_UPLOAD_PATH, response_model=RecommendationList, max_body_size=upload_limit,
-              form_limits={"max_files": 1, "max_fields": 0})
-    def search_by_image(file: Annotated[UploadFile, File(description="an image file")],
-                        k: Annotated[int | None, Query()] = None,
-                        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None) -> Response:
+    @app.post(
+        IMAGE_UPLOAD_PATH,
+        response_model=RecommendationList,
+        max_body_size=upload_limit,
+        form_limits={"max_files": 1, "max_fields": 0},
+    )
+    def search_by_image(
+        file: Annotated[UploadFile, File(description="an image file")],
+        k: Annotated[int | None, Query()] = None,
+        filters: Annotated[str | None, Query(description=FILTERS_QUERY)] = None,
+    ) -> Response:
         """Items whose CLIP image embedding is closest to the uploaded image's.
 
         The upload's size and pixel count are checked before it is decoded (`rec_core.images.load_image`).
@@ -196,8 +225,12 @@ def create_app(live: LiveRecommender, settings: ServiceSettings | None = None) -
         k, specs = _list_options(k, filters, None)
         data = file.file.read(settings.max_upload_bytes + 1)
         try:
-            picture = load_image(data, max_pixels=settings.max_upload_pixels, max_bytes=settings.max_upload_bytes,
-                                 name=f"the uploaded file '{file.filename}'")
+            picture = load_image(
+                data,
+                max_pixels=settings.max_upload_pixels,
+                max_bytes=settings.max_upload_bytes,
+                name=f"the uploaded file '{file.filename}'",
+            )
         except ImageInputError as exc:
             raise _Invalid(str(exc)) from None
         return _json(live.recommender.search_by_image(picture, k, specs))
@@ -233,8 +266,10 @@ def _list_options(k: int | None, filters: str | None, body: ListOptions | None) 
     try:
         specs = json.loads(filters)
     except json.JSONDecodeError as exc:
-        raise _Invalid(f"filters: not valid JSON ({exc.msg} at character {exc.pos}); expected a list of rules like "
-                       '[{"rule": "price_range", "max_price": 50}]') from None
+        raise _Invalid(
+            f"filters: not valid JSON ({exc.msg} at character {exc.pos}); expected a list of rules like "
+            '[{"rule": "price_range", "max_price": 50}]'
+        ) from None
     if not isinstance(specs, list):
         raise _Invalid(f"filters: expected a JSON list of rules, got {type(specs).__name__}")
     return (DEFAULT_K if k is None else k), specs
@@ -243,8 +278,9 @@ def _list_options(k: int | None, filters: str | None, body: ListOptions | None) 
 def _json(result: Recommendations) -> Response:
     """The response body, serialized by pydantic from the result's attributes (`to_dict` and FastAPI's own
     path both go through `dataclasses.asdict`, which costs more than the search itself)."""
-    return Response(RecommendationList.model_validate(result, from_attributes=True).model_dump_json(),
-                    media_type="application/json")
+    return Response(
+        RecommendationList.model_validate(result, from_attributes=True).model_dump_json(), media_type="application/json"
+    )
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -258,7 +294,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, exc: ServingError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=status_of(exc))
-
 
 
 class InternalErrors:

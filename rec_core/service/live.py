@@ -95,5 +95,11 @@ class LiveRecommender:
     def status(self) -> dict:
         """What `GET /release` reports: the manifest of the release being served (None for a root without
         releases), its index build, when this service loaded it, and the last reload error."""
-        return {"release": self.recommender.release, "build_id": self.recommender.build_id, "loaded_at": self.loaded_at,
-                "reloads": self.reloads, "reload_interval_s": self.interval_s, "last_reload_error": self.last_reload_error}
+        return {
+            "release": self.recommender.release,
+            "build_id": self.recommender.build_id,
+            "loaded_at": self.loaded_at,
+            "reloads": self.reloads,
+            "reload_interval_s": self.interval_s,
+            "last_reload_error": self.last_reload_error,
+        }

@@ -60,12 +60,16 @@ def _literal_is_loopback(host: str) -> bool | None:
 def check_bind(host: str, token: str | None) -> None:
     """Raises `BindRefused` for a non-loopback `host` without a usable token."""
     if token is not None and len(token) < MIN_TOKEN_CHARS:
-        raise BindRefused(f"{TOKEN_ENV} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
-                          "(e.g. python -c \"import secrets; print(secrets.token_urlsafe())\")")
+        raise BindRefused(
+            f"{TOKEN_ENV} has {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+            '(e.g. python -c "import secrets; print(secrets.token_urlsafe())")'
+        )
     if not is_loopback(host) and not token:
-        raise BindRefused(f"refusing to listen on '{host}' without a token: other machines could reach it. "
-                          f"Set {TOKEN_ENV} in the environment (clients then send 'Authorization: Bearer <token>'), "
-                          "or listen on 127.0.0.1")
+        raise BindRefused(
+            f"refusing to listen on '{host}' without a token: other machines could reach it. "
+            f"Set {TOKEN_ENV} in the environment (clients then send 'Authorization: Bearer <token>'), "
+            "or listen on 127.0.0.1"
+        )
 
 
 class RequestGate:
@@ -88,8 +92,9 @@ class RequestGate:
         declared = headers.get(b"content-length")
         limit = self.body_limits.get(scope["path"], self.default_body_limit)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await send_json(send, 413, f"the request body is {int(declared):,} bytes; this endpoint accepts "
-                                               f"at most {limit:,}")
+            return await send_json(
+                send, 413, f"the request body is {int(declared):,} bytes; this endpoint accepts at most {limit:,}"
+            )
         await self.app(scope, receive, send)
 
     def _refusal(self, scope, authorization: bytes | None) -> str | None:
@@ -97,8 +102,10 @@ class RequestGate:
             server = scope.get("server")
             if server is None or is_loopback(server[0]):
                 return None
-            return (f"this service has no {TOKEN_ENV} configured, so it answers loopback connections only; "
-                    "restart it with a token to serve other machines")
+            return (
+                f"this service has no {TOKEN_ENV} configured, so it answers loopback connections only; "
+                "restart it with a token to serve other machines"
+            )
         if authorization is None:
             return "missing 'Authorization: Bearer <token>' header"
         if not hmac.compare_digest(authorization, self.expected):
@@ -108,7 +115,11 @@ class RequestGate:
 
 async def send_json(send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

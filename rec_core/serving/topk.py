@@ -29,8 +29,16 @@ if TYPE_CHECKING:
     from rec_core.serving.state import ServingState
 
 
-def ranked(state: ServingState, config: RecommenderConfig, query: np.ndarray, k: int, profile: UserProfile | None,
-           rules: list[FilterRule], match: str, excluded: np.ndarray | None = None) -> Recommendations:
+def ranked(
+    state: ServingState,
+    config: RecommenderConfig,
+    query: np.ndarray,
+    k: int,
+    profile: UserProfile | None,
+    rules: list[FilterRule],
+    match: str,
+    excluded: np.ndarray | None = None,
+) -> Recommendations:
     """Top-k rows passing `rules`: over-fetching index searches, then an exact scan if still short."""
     index = state.index
     n = len(index)
@@ -60,8 +68,15 @@ def ranked(state: ServingState, config: RecommenderConfig, query: np.ndarray, k:
     return as_recommendations(state, picked, k, shortfall(state, len(picked), k, rules))
 
 
-def batch_top_k(state: ServingState, user_ids: list[str], embeddings: np.ndarray, k: int, rules: list[FilterRule],
-                batch_size: int, threads: int | None) -> pd.DataFrame:
+def batch_top_k(
+    state: ServingState,
+    user_ids: list[str],
+    embeddings: np.ndarray,
+    k: int,
+    rules: list[FilterRule],
+    batch_size: int,
+    threads: int | None,
+) -> pd.DataFrame:
     """`user_id`, `top_k_item_ids`, `top_k_scores` for every user: the same lists as `ranked`, per block of users.
 
     Catalog-level rules are one mask over the catalog; per-user rules that list their exclusions
@@ -92,11 +107,16 @@ def batch_top_k(state: ServingState, user_ids: list[str], embeddings: np.ndarray
             allowed = allowed_rows(state, profiles[b] if profiles else None, rules, catalog_keep)
             found = index.search_allowed(embeddings[start + b], allowed, k)
             top_rows[start + b] = -1
-            top_rows[start + b, :len(found)] = [row for row, _ in found]
-            top_scores[start + b, :len(found)] = [score for _, score in found]
+            top_rows[start + b, : len(found)] = [row for row, _ in found]
+            top_scores[start + b, : len(found)] = [score for _, score in found]
     item_ids, scores = ranked_lists(pa.array(state.attributes.item_ids, pa.string()), top_rows, top_scores)
-    return pd.DataFrame({"user_id": user_ids, "top_k_item_ids": pd.arrays.ArrowExtensionArray(item_ids),
-                         "top_k_scores": pd.arrays.ArrowExtensionArray(scores)})
+    return pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "top_k_item_ids": pd.arrays.ArrowExtensionArray(item_ids),
+            "top_k_scores": pd.arrays.ArrowExtensionArray(scores),
+        }
+    )
 
 
 def ranked_lists(catalog_ids: pa.Array, rows: np.ndarray, scores: np.ndarray) -> tuple[pa.ListArray, pa.ListArray]:
@@ -108,8 +128,12 @@ def ranked_lists(catalog_ids: pa.Array, rows: np.ndarray, scores: np.ndarray) ->
     return ids, pa.ListArray.from_arrays(offsets, pa.array(scores[found].astype(np.float64)))
 
 
-def allowed_rows(state: ServingState, profile: UserProfile | None, rules: Sequence[FilterRule],
-                 catalog_keep: np.ndarray | None = None) -> np.ndarray:
+def allowed_rows(
+    state: ServingState,
+    profile: UserProfile | None,
+    rules: Sequence[FilterRule],
+    catalog_keep: np.ndarray | None = None,
+) -> np.ndarray:
     """[n_items] bool: every catalog row passing `rules` (catalog-level part precomputed when given)."""
     if catalog_keep is None:
         return keep_mask(state.attributes, state.all_rows, profile, rules)
@@ -125,14 +149,24 @@ def shortfall(state: ServingState, found: int, k: int, rules: Sequence[FilterRul
     return f"only {found} of {len(state.index)} catalog items pass the filters ({names})"
 
 
-def as_recommendations(state: ServingState, picked: list[tuple[int, float, str]], k: int,
-                       reason: str | None) -> Recommendations:
+def as_recommendations(
+    state: ServingState, picked: list[tuple[int, float, str]], k: int, reason: str | None
+) -> Recommendations:
     """(row, score, match) triples as a `Recommendations` list with the rows' display fields and the release id."""
     d, item_ids = state.display, state.index.item_ids
     items = tuple(
-        RecommendedItem(item_ids[row], score, match, d["product_name"][row], d["category"][row],
-                        d["discounted_price"][row], d["actual_price"][row], d["rating"][row],
-                        d["rating_count"][row], d["img_link"][row])
+        RecommendedItem(
+            item_ids[row],
+            score,
+            match,
+            d["product_name"][row],
+            d["category"][row],
+            d["discounted_price"][row],
+            d["actual_price"][row],
+            d["rating"][row],
+            d["rating_count"][row],
+            d["img_link"][row],
+        )
         for row, score, match in picked
     )
     return Recommendations(items, k, reason, state.release["release_id"] if state.release else None)
