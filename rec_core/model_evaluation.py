@@ -70,7 +70,7 @@ def matching_oracle(root, users: pd.DataFrame, items: pd.DataFrame):
     directory = storage.as_path(root) / SYNTHETIC_TRUTH_DIR
     if not (directory / ORACLE_IDS).exists():
         return None
-    from rec_core.generation.synthetic import OracleScorer
+    from rec_core.generation.oracle import OracleScorer
 
     oracle = OracleScorer.load(directory)
     if set(map(str, oracle.item_ids)) != set(items["item_id"].astype(str)) or not set(

@@ -18,7 +18,6 @@ uninterrupted one would.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import os
@@ -31,13 +30,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import save_model
 from tqdm.auto import tqdm
 
+from rec_core.checkpoints import TrainingCheckpoint, run_fingerprint
 from rec_core.data.paths import METRICS, MODEL_CONFIG, MODEL_WEIGHTS, PREPROCESSING, TRAINING_RECORD
 from rec_core.data.schema import positive_interactions
 from rec_core.distributed import Ranks
-from rec_core.evaluation import VALIDATION_USERS, RankingTask, build_ranking_task, ranking_metrics
 from rec_core.inference import (
     encode_item_features,
     encode_user_features,
@@ -46,6 +45,7 @@ from rec_core.inference import (
 )
 from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, PreprocessingConfig, UserFeatures, data_preprocess
+from rec_core.ranking import VALIDATION_USERS, RankingTask, build_ranking_task, ranking_metrics
 
 TIME_SPLIT_RECENCY_WEIGHT = 20.0  # synthetic validation's optimum; MovieLens preferred 2 (the search probes /4 and /16)
 
@@ -238,60 +238,6 @@ def sampled_softmax_loss(
     return F.cross_entropy(logits, positive_column, reduction="none")  # [B]
 
 
-class _Checkpoint:
-    """Per-epoch training state in safetensors + JSON, so an interrupted run resumes where it stopped."""
-
-    def __init__(self, directory: str | Path, fingerprint: str):
-        self.directory = Path(directory)
-        self.fingerprint = fingerprint
-
-    def save(self, model: TwoTower, best: TwoTower, optimizer: torch.optim.Optimizer, state: dict) -> None:
-        from rec_core.storage import atomic_directory
-
-        with atomic_directory(self.directory) as staging:
-            save_model(model, str(staging / MODEL_WEIGHTS))
-            save_model(best, str(staging / "best.safetensors"))
-            opt = optimizer.state_dict()
-            tensors = {f"{pid}.{name}": value for pid, s in opt["state"].items() for name, value in s.items()}
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "optimizer.safetensors"))
-            groups = opt["param_groups"]
-            (staging / "state.json").write_text(
-                json.dumps({**state, "fingerprint": self.fingerprint, "param_groups": groups})
-            )
-
-    def load(self, model: TwoTower, best: TwoTower, optimizer: torch.optim.Optimizer) -> dict | None:
-        state_file = self.directory / "state.json"
-        if not state_file.is_file():
-            return None
-        state = json.loads(state_file.read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            return None  # a checkpoint of a different run: start afresh (it is overwritten after epoch 1)
-        load_model(model, str(self.directory / MODEL_WEIGHTS))
-        load_model(best, str(self.directory / "best.safetensors"))
-        tensors = load_file(str(self.directory / "optimizer.safetensors"))
-        opt_state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            pid, name = key.split(".", 1)
-            opt_state.setdefault(int(pid), {})[name] = value
-        optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
-        return state
-
-
-def _fingerprint(config: TrainingConfig, data: TrainingData) -> str:
-    payload = json.dumps(
-        {
-            "config": config.to_dict(),
-            "examples": int(data.example_items.numel()),
-            "items": len(data.items.ids),
-            "users": len(data.users.ids),
-            "item_sum": int(data.example_items.sum()),
-            "user_sum": int(data.example_users.sum()),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
 def _move_features(features, device: str):
     moved = copy.copy(features)
     for name, value in vars(features).items():
@@ -337,7 +283,7 @@ def train_two_tower(
         "seconds": 0.0,
         "examples_seen": 0,
     }
-    checkpoint = _Checkpoint(checkpoint_dir, _fingerprint(config, data)) if checkpoint_dir else None
+    checkpoint = TrainingCheckpoint(checkpoint_dir, run_fingerprint(config, data)) if checkpoint_dir else None
     if checkpoint is not None:
         state = checkpoint.load(model, best, optimizer) or state
     resumed_from_epoch = state["epoch"]

@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rec_core.data.loaders import load_amazon, load_dataset, load_movielens
+from rec_core.data.amazon_sales import load_amazon
+from rec_core.data.loaders import load_dataset, load_movielens
 from rec_core.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, USERS_SCHEMA, describe
 from rec_core.data.splits import split_interactions
 from rec_core.data.validation import DataValidationError, check_references, conform

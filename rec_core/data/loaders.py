@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,95 +338,6 @@ def _load_movielens_100k(path: Path, negative_below: float | None):
     return validated_tables(users, items, interactions, data_path)
 
 
-_MONEY = re.compile(r"[^\d.]")
-
-
-def _money(series: pd.Series, column: str, source: Path) -> pd.Series:
-    """'₹1,099' -> 1099.0; counts the values that are not prices."""
-    cleaned = pd.to_numeric(series.astype(str).str.replace(_MONEY, "", regex=True), errors="coerce")
-    bad = int((cleaned.isna() & series.notna()).sum())
-    if bad:
-        raise DataValidationError(str(source), column, bad, "values that are not prices (e.g. '₹1,099')")
-    return cleaned.fillna(0.0)
-
-
-def load_amazon(path: str | Path):
-    """Loads the Amazon sales CSV layout: one row per product, reviewers comma-joined.
-
-    Each (product, reviewer) pair becomes a `rate` interaction carrying the product's rating
-    (the file has no per-review stars); timestamps are unknown, so they are spread over one
-    day in file order to keep a deterministic time split possible.
-    """
-    path = Path(path)
-    frame = _read_csv(path, dtype=str, keep_default_na=False)
-    required = [
-        "product_id",
-        "product_name",
-        "category",
-        "discounted_price",
-        "actual_price",
-        "discount_percentage",
-        "rating",
-        "rating_count",
-        "about_product",
-        "user_id",
-        "review_id",
-    ]
-    _require_columns(frame, required, path)
-    frame = frame.drop_duplicates("product_id").reset_index(drop=True)
-    rating = pd.to_numeric(frame["rating"], errors="coerce")
-    discount = pd.to_numeric(frame["discount_percentage"].str.rstrip("%"), errors="coerce")
-    bad = int(discount.isna().sum())
-    if bad:
-        raise DataValidationError(str(path), "discount_percentage", bad, "values that are not percentages (e.g. '64%')")
-    epoch = pd.Timestamp("2023-01-01", tz="UTC")
-    items = pd.DataFrame(
-        {
-            "item_id": frame["product_id"],
-            "product_name": frame["product_name"],
-            "category": frame["category"],
-            "actual_price": _money(frame["actual_price"], "actual_price", path),
-            "discounted_price": _money(frame["discounted_price"], "discounted_price", path),
-            "discount_percentage": discount,
-            "rating": rating,
-            "rating_count": pd.to_numeric(frame["rating_count"].str.replace(",", ""), errors="coerce")
-            .fillna(0)
-            .astype("int64"),
-            "about_product": frame["about_product"],
-            "arrival_date": epoch,
-            "img_link": frame["img_link"] if "img_link" in frame else None,
-        }
-    )
-    pairs = []
-    for row, (product, users, reviews) in enumerate(zip(frame["product_id"], frame["user_id"], frame["review_id"])):
-        user_list, review_list = users.split(","), reviews.split(",")
-        titles = frame.at[row, "review_title"].split(",") if "review_title" in frame else []
-        for j, user in enumerate(u.strip() for u in user_list):
-            if user:
-                review = review_list[j].strip() if j < len(review_list) else f"{product}-{j}"
-                pairs.append(
-                    (review or f"{product}-{j}", user, product, titles[j].strip() if j < len(titles) else None)
-                )
-    ids, user_ids, item_ids, titles = map(list, zip(*pairs)) if pairs else ([], [], [], [])
-    item_rating = items.set_index("item_id")["rating"]
-    n = len(ids)
-    interactions = pd.DataFrame(
-        {
-            "interaction_id": [f"{r}:{u}" for r, u in zip(ids, user_ids)],
-            "user_id": user_ids,
-            "item_id": item_ids,
-            "timestamp": epoch + pd.to_timedelta(np.arange(n) * (86_400 / max(n, 1)), unit="s"),
-            "interaction_type": "rate",
-            "rating": item_rating.reindex(item_ids).to_numpy(),
-            "quantity": None,
-            "review_title": titles,
-            "review_content": None,
-        }
-    ).drop_duplicates("interaction_id")
-    users = users_from_interactions(interactions)
-    return validated_tables(users, items, interactions, path)
-
-
 def load_parquet_dir(path: str | Path):
     """Loads `users`, `items`, `interactions` parquet files (plain or `recommendation_` prefixed)."""
     from rec_core.storage import read_input_table
@@ -453,6 +363,12 @@ def validated_tables(users: pd.DataFrame, items: pd.DataFrame, interactions: pd.
     return users_t.to_pandas(), items_t.to_pandas(), inter_t.to_pandas()
 
 
+def _load_amazon_sales(path: Path):
+    from rec_core.data.amazon_sales import load_amazon  # it imports this module's helpers
+
+    return load_amazon(path)
+
+
 def _load_amazon_reviews(path: Path):
     from rec_core.data.amazon_reviews import load_amazon_reviews  # it imports this module's helpers
 
@@ -476,5 +392,5 @@ SOURCE_FORMATS["movielens"] = SourceFormat(
     load_movielens, lambda path: (path / "ratings.csv").exists() or (path / "u.data").exists(), True
 )
 SOURCE_FORMATS["amazon"] = SourceFormat(
-    load_amazon, lambda path: path.is_file() and path.suffix.lower() == ".csv", True
+    _load_amazon_sales, lambda path: path.is_file() and path.suffix.lower() == ".csv", True
 )
