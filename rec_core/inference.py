@@ -21,34 +21,51 @@ from rec_core.data.paths import MODEL_CONFIG, MODEL_WEIGHTS, PREPROCESSING
 from rec_core.models import TwoTower, TwoTowerConfig
 from rec_core.preprocessing import FittedPreprocessing, ItemFeatures, UserFeatures
 
+# Tower keyword -> feature attribute; a tower's optional inputs (text, image) may be None.
+ITEM_TOWER_INPUTS = {
+    "id_index": "id_index",
+    "numerical": "numerical",
+    "categorical": "categorical",
+    "category_tokens": "category_tokens",
+    "text": "text",
+    "image": "image",
+}
+USER_TOWER_INPUTS = {
+    "numerical": "numerical",
+    "categorical": "categorical",
+    "preference_tokens": "preference_tokens",
+    "text": "text",
+    "user_id_index": "id_index",
+}
+
+
+def _rows_on_device(tensor: torch.Tensor | None, rows: torch.Tensor, device: str | torch.device) -> torch.Tensor | None:
+    """Rows `rows` of `tensor` on `device`; an absent optional input stays None."""
+    return None if tensor is None else tensor[rows].to(device, non_blocking=True)
+
+
+def _tower_inputs(
+    features: ItemFeatures | UserFeatures, inputs: dict[str, str], rows: torch.Tensor, device: str | torch.device
+) -> dict[str, torch.Tensor | None]:
+    """The rows `rows` of each feature tensor named in `inputs`, keyed by tower keyword, on `device`."""
+    return {
+        keyword: _rows_on_device(getattr(features, attribute), rows, device) for keyword, attribute in inputs.items()
+    }
+
 
 def item_inputs(
     features: ItemFeatures, rows: torch.Tensor, device: str | torch.device
 ) -> dict[str, torch.Tensor | None]:
     """Keyword inputs of `ItemTower.forward` for item rows `rows` [B]."""
-    pick = lambda t: None if t is None else t[rows].to(device, non_blocking=True)  # noqa: E731
-    return {
-        "id_index": pick(features.id_index),
-        "numerical": pick(features.numerical),
-        "categorical": pick(features.categorical),
-        "category_tokens": pick(features.category_tokens),
-        "text": pick(features.text),
-        "image": pick(features.image),
-    }
+    return _tower_inputs(features, ITEM_TOWER_INPUTS, rows, device)
 
 
 def user_inputs(
     features: UserFeatures, history: torch.Tensor, rows: torch.Tensor, device: str | torch.device
 ) -> dict[str, torch.Tensor | None]:
     """Keyword inputs of `UserTower.forward` for user rows `rows` [B]; `history` is [n_users, L]."""
-    pick = lambda t: None if t is None else t[rows].to(device, non_blocking=True)  # noqa: E731
-    return {
-        "numerical": pick(features.numerical),
-        "categorical": pick(features.categorical),
-        "preference_tokens": pick(features.preference_tokens),
-        "history": pick(history),
-        "text": pick(features.text),
-        "user_id_index": pick(features.id_index),
+    return _tower_inputs(features, USER_TOWER_INPUTS, rows, device) | {
+        "history": _rows_on_device(history, rows, device)
     }
 
 

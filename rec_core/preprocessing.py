@@ -159,11 +159,7 @@ class FittedPreprocessing:
             name = _aligned_embeddings(ids, item_text_embeddings, "item_id", "name_embedding", half)
             description = _aligned_embeddings(ids, item_text_embeddings, "item_id", "description_embedding", half)
             text = torch.from_numpy(np.concatenate([name, description], axis=1))
-        image = None
-        if self.item_image_dim:
-            image = torch.from_numpy(
-                _aligned_embeddings(ids, item_clip_embeddings, "item_id", "clip_embedding", self.item_image_dim)
-            )
+        image = _optional_embeddings(ids, item_clip_embeddings, "item_id", "clip_embedding", self.item_image_dim)
         return ItemFeatures(
             ids=ids,
             id_index=torch.from_numpy(self.item_id_index(ids)),
@@ -179,11 +175,7 @@ class FittedPreprocessing:
         numerical = _standardize(_user_numerical_raw(users), self.user_numerical_mean, self.user_numerical_std)
         gender = _encode(users["gender"], self._lookup("gender", self.gender_vocabulary))
         age_bucket = _age_bucket(users["age"])
-        text = None
-        if self.user_text_dim:
-            text = torch.from_numpy(
-                _aligned_embeddings(ids, user_text_embeddings, "user_id", "preferences_embedding", self.user_text_dim)
-            )
+        text = _optional_embeddings(ids, user_text_embeddings, "user_id", "preferences_embedding", self.user_text_dim)
         return UserFeatures(
             ids=ids,
             numerical=torch.from_numpy(numerical),
@@ -411,6 +403,13 @@ def _embedding_dim(table: pd.DataFrame | None, column: str) -> int:
     if table is None or len(table) == 0 or column not in table.columns:
         return 0
     return int(len(table[column].iloc[0]))
+
+
+def _optional_embeddings(
+    ids: list[str], table: pd.DataFrame | None, key: str, column: str, dim: int
+) -> torch.Tensor | None:
+    """`_aligned_embeddings` as a tensor, or None when the model was fitted without this input (`dim` 0)."""
+    return torch.from_numpy(_aligned_embeddings(ids, table, key, column, dim)) if dim else None
 
 
 def _aligned_embeddings(ids: list[str], table: pd.DataFrame | None, key: str, column: str, dim: int) -> np.ndarray:

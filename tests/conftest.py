@@ -15,6 +15,17 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MOVIELENS_SMALL = REPO.parent / "shared" / "data" / "movielens-latest-small"
 
 
+def cpu_resources(root) -> dict:
+    """The resources a test materialization needs: artifacts and tables under `root`, models on the CPU."""
+    from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
+
+    return {
+        "artifacts": ArtifactStore(root=str(root)),
+        "io_manager": TableIOManager(root=str(root)),
+        "device": DeviceResource(device="cpu"),
+    }
+
+
 @pytest.fixture(scope="session")
 def small_dataset():
     """A small synthetic dataset shared by tests that only read it."""

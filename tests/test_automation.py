@@ -9,21 +9,13 @@ import pandas as pd
 import pytest
 
 from rec_assets.assets.data import interactions, source_tables
-from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
 from rec_assets.schedules import nightly_retrain_schedule
 from rec_assets.sensors import interaction_landing_sensor
 from rec_core.data.landing import file_digest, validate_landing_file
 from rec_core.storage import read_parquet
+from tests.conftest import cpu_resources
 
 SMALL = {"source": "synthetic", "n_users": 80, "n_items": 200, "n_interactions": 2_000, "seed": 5}
-
-
-def _resources(root):
-    return {
-        "artifacts": ArtifactStore(root=str(root)),
-        "io_manager": TableIOManager(root=str(root)),
-        "device": DeviceResource(device="cpu"),
-    }
 
 
 def _age(path):
@@ -36,7 +28,7 @@ def materialized(tmp_path):
     root = tmp_path / "artifacts"
     result = dg.materialize(
         [source_tables, interactions],
-        resources=_resources(root),
+        resources=cpu_resources(root),
         run_config={"ops": {"source_tables": {"config": SMALL}}},
     )
     assert result.success
@@ -61,6 +53,17 @@ def _new_events(root, n, prefix):
     )
 
 
+def _ingest(root, run_config, **kwargs):
+    """Materializes only `interactions` over the tables under `root`, as the sensor's run would."""
+    return dg.materialize(
+        [source_tables, interactions],
+        resources=cpu_resources(root),
+        selection=["interactions"],
+        run_config=run_config,
+        **kwargs,
+    )
+
+
 def _evaluate(cursor=None):
     with dg.instance_for_test() as instance:
         return interaction_landing_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
@@ -79,12 +82,7 @@ def test_landing_file_is_ingested_once(tmp_path, materialized, monkeypatch):
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     before = read_parquet(materialized / "interactions.parquet").num_rows
-    run = dg.materialize(
-        [source_tables, interactions],
-        resources=_resources(materialized),
-        selection=["interactions"],
-        run_config=request.run_config,
-    )
+    run = _ingest(materialized, request.run_config)
     assert run.success
     after = read_parquet(materialized / "interactions.parquet").to_pandas()
     assert len(after) == before + 7
@@ -94,12 +92,7 @@ def test_landing_file_is_ingested_once(tmp_path, materialized, monkeypatch):
     second = _evaluate(first.cursor)
     assert not second.run_requests
     # ... and even a forced re-run with the same file adds nothing.
-    again = dg.materialize(
-        [source_tables, interactions],
-        resources=_resources(materialized),
-        selection=["interactions"],
-        run_config=request.run_config,
-    )
+    again = _ingest(materialized, request.run_config)
     assert again.success
     assert read_parquet(materialized / "interactions.parquet").num_rows == before + 7
 
@@ -141,11 +134,9 @@ def test_truncated_parquet_is_rejected_and_never_ingested(tmp_path, materialized
 
     # Even a run forced with the file ingests nothing: it fails, and the stored interactions are unchanged.
     before = read_parquet(materialized / "interactions.parquet").to_pandas()
-    forced = dg.materialize(
-        [source_tables, interactions],
-        resources=_resources(materialized),
-        selection=["interactions"],
-        run_config={"ops": {"interactions": {"config": {"landing_files": [str(truncated)]}}}},
+    forced = _ingest(
+        materialized,
+        {"ops": {"interactions": {"config": {"landing_files": [str(truncated)]}}}},
         raise_on_error=False,
     )
     assert not forced.success

@@ -7,8 +7,7 @@ import dagster as dg
 import pytest
 
 from rec_assets.assets.data import interactions, source_tables
-from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
-from tests.conftest import REPO
+from tests.conftest import REPO, cpu_resources
 
 psycopg2 = pytest.importorskip("psycopg2")
 pytestmark = pytest.mark.postgres
@@ -48,11 +47,7 @@ def test_materialization_on_postgres_storage(tmp_path, database, monkeypatch):
         result = dg.materialize(
             [source_tables, interactions],
             instance=instance,
-            resources={
-                "artifacts": ArtifactStore(root=str(root)),
-                "io_manager": TableIOManager(root=str(root)),
-                "device": DeviceResource(device="cpu"),
-            },
+            resources=cpu_resources(root),
             run_config={"ops": {"source_tables": {"config": {"n_users": 50, "n_items": 100, "n_interactions": 500}}}},
         )
         assert result.success

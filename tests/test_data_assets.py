@@ -4,19 +4,10 @@ import dagster as dg
 import pytest
 
 from rec_assets.assets.data import interaction_splits, interactions, source_tables
-from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
 from rec_core.storage import read_parquet
-from tests.conftest import MOVIELENS_SMALL
+from tests.conftest import MOVIELENS_SMALL, cpu_resources
 
 SMALL = {"source": "synthetic", "n_users": 120, "n_items": 300, "n_interactions": 4_000, "seed": 2}
-
-
-def _resources(root):
-    return {
-        "artifacts": ArtifactStore(root=str(root)),
-        "io_manager": TableIOManager(root=str(root)),
-        "device": DeviceResource(device="cpu"),
-    }
 
 
 def _data_checks():
@@ -42,7 +33,7 @@ def test_dagster_postgres_is_a_current_release():
 def test_data_assets_materialize_with_checks(tmp_path):
     result = dg.materialize(
         [source_tables, interactions, interaction_splits, *_data_checks()],
-        resources=_resources(tmp_path),
+        resources=cpu_resources(tmp_path),
         run_config={"ops": {"source_tables": {"config": SMALL}}},
     )
     assert result.success
@@ -61,7 +52,7 @@ def test_data_assets_materialize_with_checks(tmp_path):
 
 def test_bad_source_fails_and_keeps_previous_tables(tmp_path):
     ok = dg.materialize(
-        [source_tables], resources=_resources(tmp_path), run_config={"ops": {"source_tables": {"config": SMALL}}}
+        [source_tables], resources=cpu_resources(tmp_path), run_config={"ops": {"source_tables": {"config": SMALL}}}
     )
     assert ok.success
     before = (tmp_path / "users.parquet").read_bytes()
@@ -71,7 +62,7 @@ def test_bad_source_fails_and_keeps_previous_tables(tmp_path):
     (bad / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
     result = dg.materialize(
         [source_tables],
-        resources=_resources(tmp_path),
+        resources=cpu_resources(tmp_path),
         raise_on_error=False,
         run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(bad)}}}},
     )
@@ -86,7 +77,7 @@ def test_bad_source_fails_and_keeps_previous_tables(tmp_path):
 def test_movielens_source(tmp_path):
     result = dg.materialize(
         [source_tables],
-        resources=_resources(tmp_path),
+        resources=cpu_resources(tmp_path),
         run_config={"ops": {"source_tables": {"config": {"source": "path", "path": str(MOVIELENS_SMALL)}}}},
     )
     assert result.success
@@ -113,7 +104,7 @@ def test_amazon_reviews_source(tmp_path):
     write_lines(source / "meta_Electronics.json", META_2018)
     result = dg.materialize(
         [source_tables],
-        resources=_resources(tmp_path / "store"),
+        resources=cpu_resources(tmp_path / "store"),
         run_config={
             "ops": {"source_tables": {"config": {"source": "path", "path": str(source), "format": "amazon-reviews"}}}
         },

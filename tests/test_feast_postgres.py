@@ -13,23 +13,10 @@ import numpy as np
 import pytest
 
 from rec_core import feature_store as fs
+from rec_core.bench.feast import admin_connection
 from tests.test_feast import check_reapply_and_rename, check_round_trip, upstream_tables, write_upstream
 
 pytestmark = pytest.mark.postgres
-
-
-def _admin_connection(settings: fs.PostgresSettings):
-    import psycopg
-
-    return psycopg.connect(
-        host=settings.host,
-        port=settings.port,
-        user=settings.user,
-        password=settings.password,
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    )
 
 
 @pytest.fixture
@@ -39,7 +26,7 @@ def postgres_settings():
 
     base = fs.PostgresSettings.from_env()
     try:
-        admin = _admin_connection(base)
+        admin = admin_connection(base)
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL at {base.host}:{base.port} is unreachable: {exc}")
     name = f"feast_test_{uuid.uuid4().hex[:12]}"
@@ -48,7 +35,7 @@ def postgres_settings():
     try:
         yield fs.PostgresSettings.from_env(database=name)
     finally:
-        with _admin_connection(base) as admin:
+        with admin_connection(base) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from rec_core.embeddings import Checkpoint, embedding_matrix, text_embeddings
 from rec_core.progress import PROGRESS_INTERVAL_ENV, Progress, format_duration, interval_from_env
+from tests.conftest import cpu_resources
 from tests.test_faults_media import HashEncoder, _items, _texts
 
 # label: done/total unit (pct), rate unit/s|min, ETA ...
@@ -129,7 +130,6 @@ def test_encoding_reports_each_chunk_and_gives_the_same_vectors(tmp_path):
 
 def test_progress_lines_reach_the_run_event_log_while_the_step_runs(tmp_path, small_dataset, monkeypatch):
     from rec_assets.assets.media import product_images
-    from rec_assets.resources import ArtifactStore, DeviceResource, TableIOManager
     from rec_core.generation.generate_images import PLACEHOLDER_BATCH
 
     monkeypatch.setenv(PROGRESS_INTERVAL_ENV, "0")  # a line per batch instead of one per 15 s
@@ -143,11 +143,7 @@ def test_progress_lines_reach_the_run_event_log_while_the_step_runs(tmp_path, sm
     result = dg.materialize(
         [items_stub, product_images],
         instance=instance,
-        resources={
-            "artifacts": ArtifactStore(root=str(tmp_path)),
-            "io_manager": TableIOManager(root=str(tmp_path)),
-            "device": DeviceResource(device="cpu"),
-        },
+        resources=cpu_resources(tmp_path),
     )
     assert result.success
     entries = instance.all_logs(result.run_id)

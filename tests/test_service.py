@@ -28,8 +28,9 @@ from PIL import Image
 from rec_core.data.paths import image_link
 from rec_core.release import MODEL_DIR, publish_release
 from rec_core.storage import read_parquet, write_parquet
+from tests.chromium import rendered_dom
 from tests.conftest import REPO
-from tests.processes import stop_process_group
+from tests.processes import start_process_group, stop_process_group
 from tests.test_serving import materialize
 
 CLIP_ITEMS = 24  # items whose product image is a noise image embedded by the tiny CLIP
@@ -50,13 +51,11 @@ def service_process(root, *args: str, host: str = "127.0.0.1", env: dict | None 
     environment = {**os.environ, **(env or {})}
     log_path = root.parent / f"service-{port}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        process = start_process_group(
             [sys.executable, "-m", "rec_core.service", "--root", str(root), "--host", host, "--port", str(port), *args],
-            cwd=REPO,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            REPO,
+            environment,
+            log,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -471,22 +470,7 @@ def test_without_a_token_only_loopback_connections_are_answered(published):
 def test_chromium_shows_history_and_recommendation_cards_with_images(service, published, tmp_path):
     client, _ = service
     user = active_user(published[1])
-    command = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'p'}",
-        "--window-size=1400,1000",
-        "--virtual-time-budget=20000",
-        "--dump-dom",
-        f"{client.base_url}/?user={user}",
-    ]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False).stdout
+    dom = rendered_dom(f"{client.base_url}/?user={user}", tmp_path / "p", "1400,1000", 20000)
     from html.parser import HTMLParser
 
     class Cards(HTMLParser):

@@ -1,7 +1,5 @@
 """Sharded encoding: items encoded in 3 shards and merged are the unsharded table, row for row."""
 
-import string
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,36 +7,14 @@ import pytest
 from rec_core.embeddings import INPUT_HASH, MODEL_ID, embedding_matrix, text_embeddings
 from rec_core.encoders import TextEncoder, TextEncoderConfig
 from rec_core.sharding import merge_shards, shard_numbers, shard_of
+from tests.tiny_models import save_tiny_text_model
 
 VECTORS = ["name_embedding", "description_embedding"]
 
 
-def _save_tiny_text_model(directory):
-    """A random 2-layer, 32-d BERT with a character vocabulary, loadable by sentence-transformers (mean pooling)."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *(f"##{c}" for c in characters)]
-    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(
-            vocab_size=len(vocabulary),
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=37,
-            max_position_embeddings=128,
-        )
-    ).save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny_text_model(tmp_path_factory):
-    return _save_tiny_text_model(tmp_path_factory.mktemp("tiny-text"))
+    return save_tiny_text_model(tmp_path_factory.mktemp("tiny-text"))
 
 
 def _encode(items: pd.DataFrame, model_dir, batch_size: int):

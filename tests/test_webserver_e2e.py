@@ -5,7 +5,6 @@ renders the asset graph page with our assets on it."""
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
 
@@ -13,8 +12,9 @@ import pytest
 import requests
 import yaml
 
+from tests.chromium import rendered_dom
 from tests.conftest import REPO
-from tests.processes import stop_process_group
+from tests.processes import start_process_group, stop_process_group
 
 pytestmark = pytest.mark.slow
 SMALL_CONFIG = REPO / "configs" / "small.yaml"
@@ -61,13 +61,11 @@ def webserver(tmp_path_factory):
     }
     port = _free_port()
     log = open(home / "webserver.log", "wb")
-    process = subprocess.Popen(
+    process = start_process_group(
         [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", "rec_assets"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        REPO,
+        env,
+        log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -121,23 +119,7 @@ def test_graphql_launch_materializes_the_graph(webserver):
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_chromium_shows_the_asset_graph(webserver, tmp_path):
-    command = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-quic",
-        # A tall window: the catalog renders only the rows in view.
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,4000",
-        "--virtual-time-budget=30000",
-        "--dump-dom",
-        f"{webserver['url']}/assets",
-    ]
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=180).stdout
+    # A tall window: the catalog renders only the rows in view.
+    dom = rendered_dom(f"{webserver['url']}/assets", tmp_path / "profile", "1400,4000", 30000, "--disable-quic")
     missing = [asset for asset in REQUIRED_ASSETS if f">{asset}<" not in dom]
     assert not missing, f"not on the assets page: {missing}"

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
+
+# Every tiny transformer here (CLIP text and vision towers, BERT) has these sizes.
+TINY_TRANSFORMER = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
 
 
 def tiny_clip_tokenizer():
@@ -17,6 +21,18 @@ def tiny_clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
+def tiny_clip_text_config(tokenizer) -> dict:
+    """The text tower shared by the tiny CLIP and the tiny Stable Diffusion's text encoder."""
+    return dict(
+        vocab_size=len(tokenizer),
+        **TINY_TRANSFORMER,
+        max_position_embeddings=77,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+
 def save_tiny_clip(directory: Path) -> Path:
     """A random CLIP with 16-d projections and 32 px images, saved with its processor to `directory`."""
     import torch
@@ -24,25 +40,8 @@ def save_tiny_clip(directory: Path) -> Path:
 
     tokenizer = tiny_clip_tokenizer()
     config = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        ),
-        vision_config=dict(
-            image_size=32,
-            patch_size=8,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-        ),
+        text_config=tiny_clip_text_config(tokenizer),
+        vision_config=dict(image_size=32, patch_size=8, **TINY_TRANSFORMER),
         projection_dim=16,
     )
     torch.manual_seed(0)
@@ -81,19 +80,7 @@ def save_tiny_stable_diffusion(directory: Path) -> Path:
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
     )
     tokenizer = tiny_clip_tokenizer()
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(**tiny_clip_text_config(tokenizer)))
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -113,4 +100,20 @@ def save_tiny_stable_diffusion(directory: Path) -> Path:
         requires_safety_checker=False,
     )
     pipeline.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def save_tiny_text_model(directory: Path) -> Path:
+    """A random 2-layer, 32-d BERT with a character vocabulary, loadable by sentence-transformers (mean pooling)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters, *(f"##{c}" for c in characters)]
+    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocabulary), **TINY_TRANSFORMER, max_position_embeddings=128)).save_pretrained(
+        directory
+    )
     return directory

@@ -42,6 +42,11 @@ class DatasetConfig(dg.Config):
         )
 
 
+def _source_table_metadata(table: pd.DataFrame, source_label: str) -> dict:
+    """What every source table shows in the UI: its size, where it came from and its first rows."""
+    return {"rows": len(table), "source": source_label, "preview": table_preview(table)}
+
+
 @dg.multi_asset(
     outs={
         "users": dg.AssetOut(
@@ -71,19 +76,13 @@ def source_tables(config: DatasetConfig, artifacts: ArtifactStore):
     yield dg.Output(
         users,
         "users",
-        metadata={
-            "rows": len(users),
-            "source": source.label,
-            "preview": table_preview(users),
-        },
+        metadata=_source_table_metadata(users, source.label),
     )
     yield dg.Output(
         items,
         "items",
         metadata={
-            "rows": len(items),
-            "source": source.label,
-            "preview": table_preview(items),
+            **_source_table_metadata(items, source.label),
             "top_level_categories": counts_table(items["category"].str.split("|").str[0], "category"),
             "leaf_categories": counts_table(items["category"].str.split("|").str[-1], "leaf"),
         },
@@ -92,9 +91,7 @@ def source_tables(config: DatasetConfig, artifacts: ArtifactStore):
         interactions,
         "source_interactions",
         metadata={
-            "rows": len(interactions),
-            "source": source.label,
-            "preview": table_preview(interactions),
+            **_source_table_metadata(interactions, source.label),
             "interaction_types": counts_table(interactions["interaction_type"], "type"),
             "preference_match_share": float(match),
             "preference_match_random_share": float(random_share),

@@ -6,6 +6,7 @@ from PIL import Image
 
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_core.config_fields import config_from
 from rec_core.data.paths import PRODUCT_IMAGES_DIR
 from rec_core.generation.generate_images import ImageGenerationConfig, generate_images, image_inventory
 from rec_core.images import gallery_markdown
@@ -28,17 +29,7 @@ class ProductImagesConfig(dg.Config):
     gallery_size: int = 8  # sample thumbnails shown in the UI
 
     def generation_config(self, device: str) -> ImageGenerationConfig:
-        return ImageGenerationConfig(
-            backend=self.backend,
-            model=self.model,
-            image_size=self.image_size,
-            steps=self.steps,
-            guidance_scale=self.guidance_scale,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            replace_placeholders=self.replace_placeholders,
-            device=device,
-        )
+        return config_from(ImageGenerationConfig, dict(self), device=device)
 
 
 @dg.asset(

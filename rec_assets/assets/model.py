@@ -15,6 +15,7 @@ import pandas as pd
 from rec_assets.gpu import GPU_ASSET_KWARGS
 from rec_assets.metadata import png_markdown
 from rec_assets.resources import ArtifactStore, DeviceResource
+from rec_core.config_fields import config_from
 from rec_core.data.bundle import DataBundle
 from rec_core.evaluation import baseline_table
 from rec_core.model_evaluation import evaluate_stored_model, run_release_gate
@@ -69,29 +70,12 @@ class TwoTowerTrainingConfig(dg.Config):
     tuning_timeout_s: float | None = TuningConfig.timeout_s  # no new trial starts after this (None = no limit)
 
     def training_config(self) -> TrainingConfig:
-        return TrainingConfig(
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            temperature=self.temperature,
-            logq_correction=self.logq_correction,
-            uniform_negatives=self.uniform_negatives,
-            recency_weight=self.recency_weight,
-            history_dropout=self.history_dropout,
-            patience=self.patience,
-            seed=self.seed,
-            processes=self.processes,
-            model=TwoTowerConfig(
-                embedding_dim=self.embedding_dim,
-                id_dim=self.id_dim,
-                hidden_layers=self.hidden_layers,
-                dropout=self.dropout,
-                use_item_id=self.use_item_id,
-                use_user_id=self.use_user_id,
-                history_position_weights=self.history_position_weights,
-            ),
-            preprocessing=PreprocessingConfig(max_history=self.max_history),
+        values = dict(self)
+        return config_from(
+            TrainingConfig,
+            values,
+            model=config_from(TwoTowerConfig, values),
+            preprocessing=config_from(PreprocessingConfig, values),
         )
 
     def tuning_config(self) -> TuningConfig:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import sys
 import time
 from collections.abc import Callable
+
+
+def int_options_parser(prog: str, options: dict[str, tuple[int, str | None]]) -> argparse.ArgumentParser:
+    """A parser for a benchmark's integer options (sizes, counts, seed), each `flag: (default, help)`;
+    the caller adds any other kind of option."""
+    parser = argparse.ArgumentParser(prog=prog)
+    for flag, (default, help_text) in options.items():
+        parser.add_argument(flag, type=int, default=default, help=help_text)
+    return parser
 
 
 def timed_runs(fn: Callable[[], object], repeats: int) -> list[float]:

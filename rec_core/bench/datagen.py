@@ -8,19 +8,21 @@ preferences against the share random items would match.
 
 from __future__ import annotations
 
-import argparse
-
-from rec_core.bench.common import median, peak_rss_mb, timed_runs
+from rec_core.bench.common import int_options_parser, median, peak_rss_mb, timed_runs
 from rec_core.generation.synthetic import GeneratorConfig, generate_dataset, preference_match
 
 
 def run(argv: list[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="bench datagen")
-    parser.add_argument("--n-users", type=int, default=10_000)
-    parser.add_argument("--n-items", type=int, default=50_000)
-    parser.add_argument("--n-interactions", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = int_options_parser(
+        "bench datagen",
+        {
+            "--n-users": (10_000, None),
+            "--n-items": (50_000, None),
+            "--n-interactions": (1_000_000, None),
+            "--repeats": (5, None),
+            "--seed": (0, None),
+        },
+    )
     args = parser.parse_args(argv)
     config = GeneratorConfig(
         n_users=args.n_users, n_items=args.n_items, n_interactions=args.n_interactions, seed=args.seed

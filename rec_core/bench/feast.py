@@ -23,22 +23,26 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rec_core.bench.common import median, percentile
+from rec_core.bench.common import int_options_parser, median, percentile
 from rec_core.data.paths import FEATURE_STORE_DIR, table_file
 from rec_core.storage import write_parquet
 
 
 def _options(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rec_core.bench feast")
-    parser.add_argument("--users", type=int, default=2000, help="users in the synthetic catalog")
-    parser.add_argument("--items", type=int, default=5000, help="items in the synthetic catalog")
-    parser.add_argument("--interactions", type=int, default=50_000)
-    parser.add_argument("--tower-dim", type=int, default=64, help="user/item tower embedding size")
-    parser.add_argument("--text-dim", type=int, default=384, help="text embedding size")
-    parser.add_argument("--reads", type=int, default=300, help="timed reads per measurement")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed reads before each measurement")
+    parser = int_options_parser(
+        "python -m rec_core.bench feast",
+        {
+            "--users": (2000, "users in the synthetic catalog"),
+            "--items": (5000, "items in the synthetic catalog"),
+            "--interactions": (50_000, None),
+            "--tower-dim": (64, "user/item tower embedding size"),
+            "--text-dim": (384, "text embedding size"),
+            "--reads": (300, "timed reads per measurement"),
+            "--warmup": (20, "untimed reads before each measurement"),
+            "--seed": (0, None),
+        },
+    )
     parser.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL (its metrics are then absent)")
-    parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
@@ -151,6 +155,21 @@ def run(argv: list[str]) -> dict[str, float]:
     return results
 
 
+def admin_connection(settings):
+    """An autocommit connection to the server's `postgres` database, where databases are created and dropped."""
+    import psycopg
+
+    return psycopg.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
 class _scratch_database:
     """A PostgreSQL database for one run, dropped afterwards (connection from FEAST_POSTGRES_*)."""
 
@@ -162,7 +181,7 @@ class _scratch_database:
         self.base = PostgresSettings.from_env()
         self.name = f"feast_bench_{uuid.uuid4().hex[:12]}"
         try:
-            with self._admin() as admin:
+            with admin_connection(self.base) as admin:
                 admin.execute(f'CREATE DATABASE "{self.name}"')
         except psycopg.OperationalError as exc:
             raise SystemExit(
@@ -172,19 +191,5 @@ class _scratch_database:
         return PostgresSettings.from_env(database=self.name)
 
     def __exit__(self, *exc_info):
-        with self._admin() as admin:
+        with admin_connection(self.base) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
-    def _admin(self):
-        import psycopg
-
-        b = self.base
-        return psycopg.connect(
-            host=b.host,
-            port=b.port,
-            user=b.user,
-            password=b.password,
-            dbname="postgres",
-            autocommit=True,
-            connect_timeout=5,
-        )

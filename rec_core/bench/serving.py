@@ -29,25 +29,29 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from rec_core.bench.common import median, percentile, timed_runs
+from rec_core.bench.common import int_options_parser, median, percentile, timed_runs
 from rec_core.filtering import Available, ExcludeInteracted, PriceRange, keep_mask
 from rec_core.index import IndexConfig, ItemIndex
 from rec_core.serving import InMemoryFeatureSource, Recommender, build_profiles
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m rec_core.bench serving")
-    parser.add_argument("--n-items", type=int, default=100_000)
-    parser.add_argument("--n-users", type=int, default=5_000)
-    parser.add_argument("--interactions-per-user", type=int, default=20)
-    parser.add_argument("--dim", type=int, default=64, help="embedding width (the two-tower default)")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--requests", type=int, default=2_000, help="timed single requests")
-    parser.add_argument("--batch-users", type=int, default=5_000, help="users in the batched top-k run")
-    parser.add_argument("--loop-users", type=int, default=1_000, help="users in the one-request-per-user loop")
-    parser.add_argument("--naive-users", type=int, default=200, help="users scored by brute force (ground truth)")
-    parser.add_argument("--exact-max-items", type=int, default=IndexConfig.exact_max_items)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = int_options_parser(
+        "python -m rec_core.bench serving",
+        {
+            "--n-items": (100_000, None),
+            "--n-users": (5_000, None),
+            "--interactions-per-user": (20, None),
+            "--dim": (64, "embedding width (the two-tower default)"),
+            "--k": (10, None),
+            "--requests": (2_000, "timed single requests"),
+            "--batch-users": (5_000, "users in the batched top-k run"),
+            "--loop-users": (1_000, "users in the one-request-per-user loop"),
+            "--naive-users": (200, "users scored by brute force (ground truth)"),
+            "--exact-max-items": (IndexConfig.exact_max_items, None),
+            "--seed": (0, None),
+        },
+    )
     return parser.parse_args(argv)
 
 

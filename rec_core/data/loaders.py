@@ -265,6 +265,19 @@ def load_movielens(path: str | Path, negative_below: float | None = None):
     raise DataValidationError(str(path), None, 0, "no ratings.csv (CSV layout) or u.data (100K layout) found")
 
 
+def _movielens_interactions(
+    ratings: pd.DataFrame, user_column: str, item_column: str, negative_below: float | None
+) -> pd.DataFrame:
+    """`rating_interactions` of a MovieLens ratings table; the releases name their id columns differently."""
+    return rating_interactions(
+        ratings[user_column].astype(int),
+        ratings[item_column].astype(int),
+        ratings["rating"],
+        ratings["timestamp"],
+        negative_below,
+    )
+
+
 def _load_movielens_csv(path: Path, negative_below: float | None):
     ratings_path, movies_path = path / "ratings.csv", path / "movies.csv"
     ratings = _read_csv(ratings_path)
@@ -289,13 +302,7 @@ def _load_movielens_csv(path: Path, negative_below: float | None):
     arrival = pd.to_datetime(year.fillna(first_seen.year).astype(int).astype(str) + "-01-01", utc=True)
     extra = movies["movieId"].map(tags) if tags is not None else None
     items = _movie_items(movies["movieId"].astype(int), movies["title"].astype(str), genres, arrival, extra)
-    interactions = rating_interactions(
-        ratings["userId"].astype(int),
-        ratings["movieId"].astype(int),
-        ratings["rating"],
-        ratings["timestamp"],
-        negative_below,
-    )
+    interactions = _movielens_interactions(ratings, "userId", "movieId", negative_below)
     users = users_from_interactions(interactions)
     return validated_tables(users, items, interactions, ratings_path)
 
@@ -317,13 +324,7 @@ def _load_movielens_100k(path: Path, negative_below: float | None):
     release = pd.to_datetime(movies["release"], format="%d-%b-%Y", errors="coerce", utc=True)
     first_seen = pd.Timestamp(int(ratings["timestamp"].min()), unit="s", tz="UTC")
     items = _movie_items(movies["item"].astype(int), movies["title"].astype(str), genres, release.fillna(first_seen))
-    interactions = rating_interactions(
-        ratings["user"].astype(int),
-        ratings["item"].astype(int),
-        ratings["rating"],
-        ratings["timestamp"],
-        negative_below,
-    )
+    interactions = _movielens_interactions(ratings, "user", "item", negative_below)
     demographics = None
     if user_path.exists():
         raw = _read_csv(user_path, sep="|", header=None, names=["user", "age", "gender", "occupation", "zip"])

@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from rec_core import storage
+from rec_core.config_fields import config_from
 from rec_core.data.paths import image_filename, image_link
 from rec_core.data.validation import DataValidationError
 from rec_core.progress import Progress
@@ -340,17 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time; a cached or local model is used
     items = storage.read_input_table(args.items, "items").to_pandas()
-    config = ImageGenerationConfig(
-        backend=args.backend,
-        model=args.model,
-        device=args.device,
-        image_size=args.image_size,
-        steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        replace_placeholders=args.replace_placeholders,
-    )
+    config = config_from(ImageGenerationConfig, vars(args))
     try:
         report = generate_images(items, args.output, config, progress=Progress(f"images ({config.backend})", bar=True))
     except (ImageGenerationError, DataValidationError) as exc:
