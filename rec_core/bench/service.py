@@ -1,7 +1,7 @@
 """Service benchmark: `python -m rec_core.bench service --n-items 100000 [--json PATH]`.
 
 The catalog and vectors are `bench serving`'s (the synthetic generator at the requested size,
-vectors from `synthesize_vectors`), written as an artifact root and published as a release.
+vectors from `synthetic_catalog`), written as an artifact root and published as a release.
 Then, in one run:
 
 1. in-process: one thread calls `Recommender.recommend` `--requests` times (filters on:
@@ -49,7 +49,7 @@ import numpy as np
 import psutil
 
 from rec_core.bench.common import median, percentile
-from rec_core.bench.serving import synthesize_vectors
+from rec_core.bench.serving import synthetic_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,21 +78,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def write_artifact_root(root: Path, args: argparse.Namespace) -> tuple[list[str], list[dict]]:
     """`bench serving`'s catalog and vectors as a published release under `root`; (user ids, filter specs)."""
     from rec_core.data.paths import ITEM_INDEX_DIR, table_file
-    from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
     from rec_core.index import ItemIndex
     from rec_core.release import publish_release
     from rec_core.serving import vector_table
     from rec_core.storage import write_parquet
 
-    dataset = generate_dataset(
-        GeneratorConfig(
-            n_users=args.n_users,
-            n_items=args.n_items,
-            n_interactions=args.n_users * args.interactions_per_user,
-            seed=args.seed,
-        )
-    )
-    item_vectors, user_vectors = synthesize_vectors(dataset, args.dim, args.seed)
+    dataset, item_vectors, user_vectors = synthetic_catalog(args)
     user_ids = dataset.users["user_id"].astype(str).tolist()
     for name in ("users", "items", "interactions"):
         write_parquet(getattr(dataset, name), root / table_file(name))

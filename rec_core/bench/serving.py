@@ -74,21 +74,21 @@ def synthesize_vectors(dataset, dim: int, seed: int) -> tuple[np.ndarray, np.nda
     return items.astype(np.float32), users.astype(np.float32)
 
 
-def run(argv: list[str]) -> dict[str, float]:
+def synthetic_catalog(args) -> tuple:
+    """(dataset, item vectors, user vectors) for `--n-users`, `--n-items`, `--interactions-per-user`, `--dim`, `--seed`."""
     from rec_core.generation.synthetic import GeneratorConfig, generate_dataset
 
+    n_interactions = args.n_users * args.interactions_per_user
+    config = GeneratorConfig(n_users=args.n_users, n_items=args.n_items, n_interactions=n_interactions, seed=args.seed)
+    dataset = generate_dataset(config)
+    return (dataset, *synthesize_vectors(dataset, args.dim, args.seed))
+
+
+def run(argv: list[str]) -> dict[str, float]:
     args = _parse(argv)
     steps = tqdm(total=5, desc="serving bench", unit="step", file=sys.stderr)
     started = time.perf_counter()
-    dataset = generate_dataset(
-        GeneratorConfig(
-            n_users=args.n_users,
-            n_items=args.n_items,
-            n_interactions=args.n_users * args.interactions_per_user,
-            seed=args.seed,
-        )
-    )
-    item_vectors, user_vectors = synthesize_vectors(dataset, args.dim, args.seed)
+    dataset, item_vectors, user_vectors = synthetic_catalog(args)
     user_ids = dataset.users["user_id"].tolist()
     steps.update()
     steps.set_postfix_str("building index")
